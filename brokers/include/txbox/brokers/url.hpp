@@ -1,0 +1,34 @@
+#pragma once
+// Parsing of broker URLs such as kafka://host:9092,host2:9092 or
+// amqp://user:pass@host:5672/vhost.
+
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace txbox::brokers {
+
+struct HostPort {
+  std::string host;
+  int port = 0;  // 0 = the scheme's default
+};
+
+struct BrokerUrl {
+  std::string scheme;  // lower case: kafka, amqp, nats, redis
+  std::string user;
+  std::string password;
+  std::vector<HostPort> hosts;
+  std::string path;                           // without the leading '/'
+  std::map<std::string, std::string> query;   // ?a=b&c=d
+  std::string original;
+
+  // "host:port,host:port" with default ports filled in.
+  std::string host_list(int default_port) const;
+};
+
+// Throws std::invalid_argument with a message that names the problem and
+// shows the expected form.
+BrokerUrl parse_broker_url(std::string_view url);
+
+}  // namespace txbox::brokers

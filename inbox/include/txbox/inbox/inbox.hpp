@@ -1,0 +1,65 @@
+#pragma once
+// txbox::inbox — consumer-side idempotency.
+//
+// The inbox table records which message ids a consumer has processed. The
+// handler's writes and the inbox row commit in ONE transaction, so a message
+// the broker delivers again is recognised and skipped.
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace pqxx {
+class connection_base;
+class transaction_base;
+}  // namespace pqxx
+
+namespace txbox::inbox {
+
+enum class Outcome {
+  processed,  // the handler ran and its transaction committed
+  duplicate,  // this consumer had already processed the message id; handler not run
+};
+
+const char* to_string(Outcome outcome) noexcept;
+
+struct InboxOptions {
+  // Fully qualified inbox table, as created by sql/0001_init.sql.
+  std::string table = "txbox.inbox";
+};
+
+// The handler receives the transaction its writes belong to. It must not
+// commit or abort it. Throwing rolls back the handler's writes and the inbox
+// row alike, so the message is processed again on redelivery.
+using Handler = std::function<void(pqxx::transaction_base& tx)>;
+
+class Inbox {
+ public:
+  // `consumer` names the logical consumer (for example the service and its
+  // purpose): each consumer has its own record of processed ids.
+  explicit Inbox(std::string consumer, InboxOptions options = {});
+
+  const std::string& consumer() const noexcept { return consumer_; }
+
+  // Opens a transaction on `conn`, records the message id, runs the handler
+  // and commits. A duplicate is detected before the handler runs and nothing
+  // is written. When another transaction is processing the same id at the
+  // same moment, this call waits for it and then reports a duplicate (or
+  // processes the message, if the other one rolled back).
+  Outcome process(pqxx::connection_base& conn, std::string_view message_id,
+                  const Handler& handler) const;
+
+  // Same, inside the caller's transaction, which the caller commits. On
+  // duplicate the handler is not run and nothing is written.
+  Outcome process(pqxx::transaction_base& tx, std::string_view message_id,
+                  const Handler& handler) const;
+
+  // Whether this consumer has processed (committed) the message id.
+  bool seen(pqxx::transaction_base& tx, std::string_view message_id) const;
+
+ private:
+  std::string consumer_;
+  InboxOptions options_;
+};
+
+}  // namespace txbox::inbox

@@ -1,0 +1,52 @@
+#include "txbox/inbox/inbox.hpp"
+
+#include <fmt/format.h>
+
+#include <pqxx/pqxx>
+#include <stdexcept>
+
+namespace txbox::inbox {
+
+const char* to_string(Outcome outcome) noexcept {
+  return outcome == Outcome::processed ? "processed" : "duplicate";
+}
+
+Inbox::Inbox(std::string consumer, InboxOptions options)
+    : consumer_(std::move(consumer)), options_(std::move(options)) {
+  if (consumer_.empty())
+    throw std::invalid_argument(
+        "inbox consumer name is empty: give each consumer a stable name such as "
+        "'billing.order-events'");
+}
+
+Outcome Inbox::process(pqxx::transaction_base& tx, std::string_view message_id,
+                       const Handler& handler) const {
+  if (message_id.empty())
+    throw std::invalid_argument("inbox: message id is empty; every message needs an id");
+  // ON CONFLICT DO NOTHING waits for a concurrent uncommitted insert of the
+  // same id and then inserts nothing, so two racing deliveries run the
+  // handler once.
+  auto inserted = tx.exec(fmt::format(
+      "INSERT INTO {} (consumer, message_id) VALUES ({}, {}) ON CONFLICT DO NOTHING",
+      options_.table, tx.quote(consumer_), tx.quote(std::string(message_id))));
+  if (inserted.affected_rows() == 0) return Outcome::duplicate;
+  handler(tx);
+  return Outcome::processed;
+}
+
+Outcome Inbox::process(pqxx::connection_base& conn, std::string_view message_id,
+                       const Handler& handler) const {
+  pqxx::work tx(conn, "txbox-inbox");
+  auto outcome = process(static_cast<pqxx::transaction_base&>(tx), message_id, handler);
+  tx.commit();  // on duplicate this commits nothing at all
+  return outcome;
+}
+
+bool Inbox::seen(pqxx::transaction_base& tx, std::string_view message_id) const {
+  return !tx.exec(fmt::format("SELECT 1 FROM {} WHERE consumer = {} AND message_id = {}",
+                              options_.table, tx.quote(consumer_),
+                              tx.quote(std::string(message_id))))
+              .empty();
+}
+
+}  // namespace txbox::inbox

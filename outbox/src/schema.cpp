@@ -1,0 +1,97 @@
+#include "txbox/outbox/schema.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <pqxx/pqxx>
+
+namespace txbox::outbox {
+namespace {
+// pg_advisory_lock key held while migrating ("txbox" + 1).
+constexpr long long kMigrationLockKey = 0x7478626f7801LL;
+}  // namespace
+
+int latest_schema_version() { return migrations().empty() ? 0 : migrations().back().version; }
+
+std::vector<int> applied_versions(pqxx::connection_base& conn) {
+  pqxx::nontransaction tx(conn);
+  auto exists = tx.exec1("SELECT to_regclass('txbox.schema_version') IS NOT NULL")[0].as<bool>();
+  std::vector<int> versions;
+  if (!exists) return versions;
+  for (const auto& row : tx.exec("SELECT version FROM txbox.schema_version ORDER BY version"))
+    versions.push_back(row[0].as<int>());
+  return versions;
+}
+
+MigrateResult migrate(pqxx::connection_base& conn) {
+  {
+    pqxx::nontransaction lock(conn);
+    lock.exec(fmt::format("SELECT pg_advisory_lock({})", kMigrationLockKey));
+  }
+  struct Unlock {
+    pqxx::connection_base& conn;
+    ~Unlock() {
+      try {
+        pqxx::nontransaction tx(conn);
+        tx.exec(fmt::format("SELECT pg_advisory_unlock({})", kMigrationLockKey));
+      } catch (...) {  // the lock dies with the session anyway
+      }
+    }
+  } unlock{conn};
+
+  auto applied = applied_versions(conn);
+  std::vector<int> unknown;
+  for (int v : applied)
+    if (std::none_of(migrations().begin(), migrations().end(),
+                     [v](const Migration& m) { return m.version == v; }))
+      unknown.push_back(v);
+  if (!unknown.empty())
+    throw SchemaError(fmt::format(
+        "the database has txbox schema version(s) {} applied, which this txbox build does not "
+        "know (it knows up to {}); it was migrated by a newer txbox: use that version, nothing "
+        "was changed",
+        fmt::join(unknown, ", "), latest_schema_version()));
+
+  MigrateResult result;
+  for (const auto& m : migrations()) {
+    if (std::find(applied.begin(), applied.end(), m.version) != applied.end()) continue;
+    pqxx::work tx(conn);
+    try {
+      tx.exec(m.sql);
+    } catch (const pqxx::sql_error& e) {
+      throw SchemaError(
+          fmt::format("migration {:04}_{} failed and was rolled back: {}", m.version, m.name,
+                      e.what()));
+    }
+    tx.commit();
+    result.applied.push_back(m.version);
+  }
+  result.version = latest_schema_version();
+  return result;
+}
+
+void require_schema(pqxx::connection_base& conn) {
+  auto applied = applied_versions(conn);
+  std::vector<int> missing;
+  for (const auto& m : migrations())
+    if (std::find(applied.begin(), applied.end(), m.version) == applied.end())
+      missing.push_back(m.version);
+  if (applied.empty())
+    throw SchemaError(fmt::format(
+        "database '{}' has no txbox schema: apply the migrations first with `txbox migrate "
+        "--database-url URL` (or psql -f sql/*.sql in order)",
+        conn.dbname()));
+  if (!missing.empty())
+    throw SchemaError(fmt::format(
+        "database '{}' lacks txbox migration(s) {}: run `txbox migrate --database-url URL`",
+        conn.dbname(), fmt::join(missing, ", ")));
+  int newest = *std::max_element(applied.begin(), applied.end());
+  if (newest > latest_schema_version())
+    throw SchemaError(fmt::format(
+        "database '{}' has txbox schema version {}, newer than this build knows ({}): upgrade "
+        "txbox",
+        conn.dbname(), newest, latest_schema_version()));
+}
+
+}  // namespace txbox::outbox

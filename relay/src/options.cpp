@@ -1,0 +1,103 @@
+#include "txbox/relay/options.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <toml++/toml.h>
+
+namespace txbox::relay {
+
+void validate(const RelayOptions& options) {
+  auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
+  if (options.database_url.empty())
+    fail("no database given: pass --database-url URL or set TXBOX_DATABASE_URL "
+         "(for example postgresql://user@127.0.0.1:5432/app)");
+  if (options.broker_url.empty())
+    fail("no broker given: pass --broker-url URL or set TXBOX_BROKER_URL "
+         "(for example kafka://127.0.0.1:9092)");
+  if (options.workers < 1 || options.workers > 256)
+    fail(fmt::format("--workers {} is out of range: use 1 to 256", options.workers));
+  if (options.batch_size < 1 || options.batch_size > 100000)
+    fail(fmt::format("--batch-size {} is out of range: use 1 to 100000", options.batch_size));
+  if (options.poll_interval.count() < 1 || options.poll_interval > std::chrono::minutes(10))
+    fail(fmt::format("--poll-interval {} ms is out of range: use 1 to 600000",
+                     options.poll_interval.count()));
+  if (options.publish_timeout.count() < 100)
+    fail(fmt::format("--publish-timeout {} ms is too short: use at least 100",
+                     options.publish_timeout.count()));
+  if (options.shutdown_timeout.count() < 0)
+    fail("--shutdown-timeout must not be negative");
+  if (options.batches_per_lane < 1) fail("batches-per-lane must be at least 1");
+  if (options.retry.base.count() < 1 || options.retry.factor < 1.0 ||
+      options.retry.cap < options.retry.base)
+    fail("retry settings are inconsistent: need retry-base >= 1 ms, retry-factor >= 1 and "
+         "retry-cap >= retry-base");
+  static const char* codecs[] = {"none", "gzip", "snappy", "lz4", "zstd"};
+  if (std::find(std::begin(codecs), std::end(codecs), options.compression) == std::end(codecs))
+    fail(fmt::format("--compression '{}' is not supported: use none, gzip, snappy, lz4 or zstd",
+                     options.compression));
+}
+
+void load_config_file(const std::string& path, RelayOptions& options) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    throw std::invalid_argument(fmt::format("config file {}:{}:{}: {}", path, where.line,
+                                            where.column, e.description()));
+  }
+  auto key_error = [&](std::string_view key, std::string_view want) {
+    return std::invalid_argument(
+        fmt::format("config file {}: key '{}' must be {}", path, key, want));
+  };
+  for (auto&& [raw_key, node] : table) {
+    std::string key(raw_key.str());
+    std::replace(key.begin(), key.end(), '_', '-');
+    auto integer = [&]() -> int64_t {
+      if (auto v = node.value<int64_t>()) return *v;
+      throw key_error(key, "an integer");
+    };
+    auto text = [&]() -> std::string {
+      if (auto v = node.value<std::string>()) return *v;
+      throw key_error(key, "a string");
+    };
+    if (key == "database-url") options.database_url = text();
+    else if (key == "broker-url") options.broker_url = text();
+    else if (key == "workers") options.workers = static_cast<int>(integer());
+    else if (key == "batch-size") options.batch_size = static_cast<int>(integer());
+    else if (key == "poll-interval") options.poll_interval = std::chrono::milliseconds(integer());
+    else if (key == "publish-timeout") options.publish_timeout = std::chrono::milliseconds(integer());
+    else if (key == "shutdown-timeout") options.shutdown_timeout = std::chrono::milliseconds(integer());
+    else if (key == "batches-per-lane") options.batches_per_lane = static_cast<int>(integer());
+    else if (key == "retry-base") options.retry.base = std::chrono::milliseconds(integer());
+    else if (key == "retry-cap") options.retry.cap = std::chrono::milliseconds(integer());
+    else if (key == "retry-factor") {
+      if (auto v = node.value<double>()) options.retry.factor = *v;
+      else throw key_error(key, "a number");
+    } else if (key == "compression") options.compression = text();
+    else if (key == "drain") {
+      if (auto v = node.value<bool>()) options.drain = *v;
+      else throw key_error(key, "true or false");
+    } else if (key == "kafka") {
+      auto* kafka = node.as_table();
+      if (!kafka) throw key_error(key, "a table of librdkafka properties ([kafka])");
+      for (auto&& [property, value] : *kafka) {
+        std::string name(property.str());
+        if (value.is_boolean()) options.broker_properties[name] = value.value<bool>().value() ? "true" : "false";
+        else if (value.is_integer()) options.broker_properties[name] = std::to_string(value.value<int64_t>().value());
+        else if (value.is_string()) options.broker_properties[name] = value.value<std::string>().value();
+        else throw key_error(fmt::format("kafka.{}", property.str()), "a string, integer or boolean");
+      }
+    } else {
+      throw std::invalid_argument(fmt::format(
+          "config file {}: unknown key '{}'; known keys: database-url, broker-url, workers, "
+          "batch-size, poll-interval, publish-timeout, shutdown-timeout, batches-per-lane, "
+          "retry-base, retry-factor, retry-cap, compression, drain, [kafka]",
+          path, raw_key.str()));
+    }
+  }
+}
+
+}  // namespace txbox::relay

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Throwaway Kafka (librdkafka mock cluster) on loopback, state in DIR.
+#   scripts/kafka-mock.sh start DIR [txbox-kafka-mock flags...]  -> prints the bootstrap servers
+#   scripts/kafka-mock.sh stop DIR
+# Binary: $TXBOX_KAFKA_MOCK_BIN, else build/scripts/txbox-kafka-mock in the
+# repository, else txbox-kafka-mock on PATH. Files in DIR: kafka-mock.pid,
+# kafka-mock.log, bootstrap.
+set -euo pipefail
+usage="usage: scripts/kafka-mock.sh start DIR [flags...] | stop DIR"
+cmd=${1:?$usage}
+dir=${2:?$usage}
+shift 2
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+find_bin() {
+  if [ -n "${TXBOX_KAFKA_MOCK_BIN:-}" ]; then
+    [ -x "$TXBOX_KAFKA_MOCK_BIN" ] || { echo "error: TXBOX_KAFKA_MOCK_BIN=$TXBOX_KAFKA_MOCK_BIN is not an executable" >&2; exit 1; }
+    echo "$TXBOX_KAFKA_MOCK_BIN"
+  elif [ -x "$root/build/scripts/txbox-kafka-mock" ]; then
+    echo "$root/build/scripts/txbox-kafka-mock"
+  elif command -v txbox-kafka-mock >/dev/null 2>&1; then
+    command -v txbox-kafka-mock
+  else
+    echo "error: txbox-kafka-mock not found: build it (cmake --build build --target txbox-kafka-mock) or set TXBOX_KAFKA_MOCK_BIN" >&2
+    exit 1
+  fi
+}
+
+# Alive and not a zombie (an orphaned, killed mock may stay a zombie until reaped).
+alive() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $state != Z* ]]
+}
+
+running_pid() {
+  local pid
+  [ -f "$dir/kafka-mock.pid" ] || return 1
+  pid=$(cat "$dir/kafka-mock.pid")
+  [ -n "$pid" ] && alive "$pid" || return 1
+  echo "$pid"
+}
+
+case "$cmd" in
+  start)
+    bin=$(find_bin)
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    if pid=$(running_pid); then
+      echo "error: a kafka mock is already running in $dir (pid $pid); stop it first: $0 stop $dir" >&2
+      exit 1
+    fi
+    rm -f "$dir/bootstrap" "$dir/kafka-mock.pid"
+    nohup "$bin" --bootstrap-file "$dir/bootstrap" "$@" >"$dir/kafka-mock.log" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$dir/kafka-mock.pid"
+    for _ in $(seq 1 200); do
+      if [ -s "$dir/bootstrap" ]; then
+        cat "$dir/bootstrap"
+        exit 0
+      fi
+      if ! alive "$pid"; then
+        echo "error: txbox-kafka-mock exited during startup, see $dir/kafka-mock.log:" >&2
+        tail -n 20 "$dir/kafka-mock.log" >&2 || true
+        rm -f "$dir/kafka-mock.pid"
+        exit 1
+      fi
+      sleep 0.1
+    done
+    echo "error: txbox-kafka-mock did not write $dir/bootstrap within 20 s, see $dir/kafka-mock.log" >&2
+    kill "$pid" 2>/dev/null || true
+    rm -f "$dir/kafka-mock.pid"
+    exit 1
+    ;;
+  stop)
+    if pid=$(running_pid); then
+      kill "$pid"
+      for _ in $(seq 1 100); do
+        alive "$pid" || break
+        sleep 0.1
+      done
+      if alive "$pid"; then
+        echo "warning: txbox-kafka-mock (pid $pid) ignored SIGTERM for 10 s; killing it" >&2
+        kill -9 "$pid" 2>/dev/null || true
+      fi
+    fi
+    rm -f "$dir/kafka-mock.pid" "$dir/bootstrap"
+    ;;
+  *)
+    echo "$usage" >&2
+    exit 2
+    ;;
+esac
