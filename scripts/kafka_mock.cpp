@@ -17,13 +17,12 @@
 
 #include <arpa/inet.h>
 #include <dlfcn.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <librdkafka/rdkafka.h>
-#include <librdkafka/rdkafka_mock.h>
 
 #include <atomic>
 #include <cerrno>
@@ -59,7 +58,8 @@ extern "C" int bind(int fd, const struct sockaddr* addr, socklen_t len) noexcept
     errno = ENOSYS;
     return -1;
   }
-  if (addr != nullptr && addr->sa_family == AF_INET && len >= sizeof(sockaddr_in) && !g_ports.empty()) {
+  if (addr != nullptr && addr->sa_family == AF_INET && len >= sizeof(sockaddr_in) &&
+      !g_ports.empty()) {
     sockaddr_in sin;
     std::memcpy(&sin, addr, sizeof sin);
     if (sin.sin_port == 0 && (ntohl(sin.sin_addr.s_addr) >> 24) == 127) {
@@ -96,8 +96,8 @@ int parse_int(std::string_view text, const std::string& flag, int min, int max) 
   int value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max) {
-    usage_error(flag + " expects an integer between " + std::to_string(min) + " and " + std::to_string(max) +
-                ", got '" + std::string(text) + "'");
+    usage_error(flag + " expects an integer between " + std::to_string(min) + " and " +
+                std::to_string(max) + ", got '" + std::string(text) + "'");
   }
   return value;
 }
@@ -114,12 +114,15 @@ Options parse(int argc, char** argv) {
       has_value = true;
     }
     if (flag == "-h" || flag == "--help") {
-      std::cout << kUsage << "\n"
-                << "  --brokers N            number of mock brokers (default 1)\n"
-                << "  --ports P1,P2,...      fixed loopback listen ports, one per broker (default: random)\n"
-                << "  --topic NAME:PARTS     pre-create a topic (repeatable); others are auto-created\n"
-                << "  --partitions 4         partitions of auto-created topics: always 4 in librdkafka 2.0.2\n"
-                << "  --bootstrap-file PATH  write host:port,... there once listening (atomic rename)\n";
+      std::cout
+          << kUsage << "\n"
+          << "  --brokers N            number of mock brokers (default 1)\n"
+          << "  --ports P1,P2,...      fixed loopback listen ports, one per broker (default: "
+             "random)\n"
+          << "  --topic NAME:PARTS     pre-create a topic (repeatable); others are auto-created\n"
+          << "  --partitions 4         partitions of auto-created topics: always 4 in librdkafka "
+             "2.0.2\n"
+          << "  --bootstrap-file PATH  write host:port,... there once listening (atomic rename)\n";
       std::exit(0);
     }
     const auto take = [&]() -> std::string {
@@ -138,7 +141,8 @@ Options parse(int argc, char** argv) {
       std::size_t start = 0;
       while (start <= list.size()) {
         const std::size_t comma = std::min(list.find(',', start), list.size());
-        g_ports.push_back(parse_int(std::string_view(list).substr(start, comma - start), flag, 1, 65535));
+        g_ports.push_back(
+            parse_int(std::string_view(list).substr(start, comma - start), flag, 1, 65535));
         start = comma + 1;
       }
     } else if (flag == "--topic") {
@@ -147,14 +151,16 @@ Options parse(int argc, char** argv) {
       if (colon == std::string::npos || colon == 0) {
         usage_error("--topic expects NAME:PARTITIONS, got '" + spec + "'");
       }
-      options.topics.emplace_back(spec.substr(0, colon),
-                                  parse_int(std::string_view(spec).substr(colon + 1), flag, 1, 10000));
+      options.topics.emplace_back(
+          spec.substr(0, colon),
+          parse_int(std::string_view(spec).substr(colon + 1), flag, 1, 10000));
     } else if (flag == "--partitions") {
       const int partitions = parse_int(take(), flag, 1, 10000);
       if (partitions != 4) {
-        usage_error("--partitions: librdkafka 2.0.2's mock cluster always auto-creates topics with 4 "
-                    "partitions; pre-create topics with another count using --topic NAME:" +
-                    std::to_string(partitions));
+        usage_error(
+            "--partitions: librdkafka 2.0.2's mock cluster always auto-creates topics with 4 "
+            "partitions; pre-create topics with another count using --topic NAME:" +
+            std::to_string(partitions));
       }
     } else if (flag == "--bootstrap-file") {
       options.bootstrap_file = take();
@@ -191,7 +197,8 @@ bool port_free(int port) {
   sin.sin_family = AF_INET;
   sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   sin.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = real_bind()(fd, reinterpret_cast<const sockaddr*>(&sin), sizeof sin) == 0 && listen(fd, 1) == 0;
+  const bool ok = real_bind()(fd, reinterpret_cast<const sockaddr*>(&sin), sizeof sin) == 0 &&
+                  listen(fd, 1) == 0;
   close(fd);
   return ok;
 }
@@ -215,8 +222,9 @@ int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   for (const int port : g_ports) {
     if (!port_free(port)) {
-      std::cerr << "txbox-kafka-mock: cannot listen on 127.0.0.1:" << port << ": " << std::strerror(errno)
-                << "; stop whatever uses it or choose other --ports" << std::endl;
+      std::cerr << "txbox-kafka-mock: cannot listen on 127.0.0.1:" << port << ": "
+                << std::strerror(errno) << "; stop whatever uses it or choose other --ports"
+                << std::endl;
       return 1;
     }
   }
@@ -247,8 +255,10 @@ int main(int argc, char** argv) {
   }
   const int replication = options.brokers < 3 ? options.brokers : 3;
   for (const auto& [name, partitions] : options.topics) {
-    if (const rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(mcluster, name.c_str(), partitions, replication)) {
-      std::cerr << "txbox-kafka-mock: cannot create topic '" << name << "': " << rd_kafka_err2str(err) << std::endl;
+    if (const rd_kafka_resp_err_t err =
+            rd_kafka_mock_topic_create(mcluster, name.c_str(), partitions, replication)) {
+      std::cerr << "txbox-kafka-mock: cannot create topic '" << name
+                << "': " << rd_kafka_err2str(err) << std::endl;
       rd_kafka_mock_cluster_destroy(mcluster);
       rd_kafka_destroy(rk);
       return 1;
@@ -257,8 +267,8 @@ int main(int argc, char** argv) {
 
   const std::string bootstrap = rd_kafka_mock_cluster_bootstraps(mcluster);
   if (!options.bootstrap_file.empty() && !write_atomically(options.bootstrap_file, bootstrap)) {
-    std::cerr << "txbox-kafka-mock: cannot write --bootstrap-file " << options.bootstrap_file << ": "
-              << std::strerror(errno) << std::endl;
+    std::cerr << "txbox-kafka-mock: cannot write --bootstrap-file " << options.bootstrap_file
+              << ": " << std::strerror(errno) << std::endl;
     rd_kafka_mock_cluster_destroy(mcluster);
     rd_kafka_destroy(rk);
     return 1;

@@ -75,15 +75,16 @@ std::vector<Delivery> consume(txbox::brokers::Consumer& consumer, size_t count,
 int32_t partition_count(const std::string& topic) {
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  REQUIRE(rd_kafka_conf_set(conf, "bootstrap.servers", txbox::test::kafka_bootstrap().c_str(), errstr,
-                            sizeof errstr) == RD_KAFKA_CONF_OK);
+  REQUIRE(rd_kafka_conf_set(conf, "bootstrap.servers", txbox::test::kafka_bootstrap().c_str(),
+                            errstr, sizeof errstr) == RD_KAFKA_CONF_OK);
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
   REQUIRE(rk != nullptr);
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
   const rd_kafka_metadata_t* md = nullptr;
   const rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
   int32_t count = -1;
-  if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+  if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1 &&
+      md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
     count = md->topics[0].partition_cnt;
   }
   if (md != nullptr) {
@@ -137,7 +138,8 @@ TEST_CASE("concurrent publishers on one shared producer each get their own repor
   }
 }
 
-TEST_CASE("published messages are consumed back with topic, key, value, headers and message id", "[kafka]") {
+TEST_CASE("published messages are consumed back with topic, key, value, headers and message id",
+          "[kafka]") {
   const std::string topic = txbox::test::unique_name("kafka_roundtrip");
   auto publisher = kafka::make_publisher(producer_options());
   std::vector<Message> messages;
@@ -174,7 +176,8 @@ TEST_CASE("published messages are consumed back with topic, key, value, headers 
 TEST_CASE("a message without a key is consumed with no key", "[kafka]") {
   const std::string topic = txbox::test::unique_name("kafka_nullkey");
   auto publisher = kafka::make_publisher(producer_options());
-  std::vector<Message> messages = {make_message(topic, 0, std::nullopt), make_message(topic, 1, std::string())};
+  std::vector<Message> messages = {make_message(topic, 0, std::nullopt),
+                                   make_message(topic, 1, std::string())};
   messages[0].headers.clear();
   require_all_confirmed(publisher->publish(messages, 30s), 2);
 
@@ -277,7 +280,8 @@ TEST_CASE("a message over the size limit fails permanently with a clear error", 
   auto options = producer_options();
   options.properties["message.max.bytes"] = "10000";
   auto publisher = kafka::make_publisher(options);
-  std::vector<Message> messages = {make_message(topic, 0, std::nullopt), make_message(topic, 1, std::nullopt),
+  std::vector<Message> messages = {make_message(topic, 0, std::nullopt),
+                                   make_message(topic, 1, std::nullopt),
                                    make_message(topic, 2, std::nullopt)};
   messages[1].payload.assign(20000, 'x');
   const auto results = publisher->publish(messages, 30s);

@@ -22,7 +22,9 @@ namespace detail = txbox::kafka::detail;
 namespace {
 
 // The positive murmur2 value, as Java computes Utils.toPositive(murmur2(key)).
-uint32_t positive(int32_t java_murmur2) { return static_cast<uint32_t>(java_murmur2) & 0x7fffffffu; }
+uint32_t positive(int32_t java_murmur2) {
+  return static_cast<uint32_t>(java_murmur2) & 0x7fffffffu;
+}
 
 }  // namespace
 
@@ -41,11 +43,12 @@ TEST_CASE("murmur2_partition matches Kafka's Java Utils.murmur2 test vectors", "
     // With INT32_MAX partitions the partition is the positive hash itself.
     CHECK(static_cast<uint32_t>(kafka::murmur2_partition(key, INT32_MAX)) == positive(java));
     for (int32_t partitions : {1, 3, 4, 12, 100}) {
-      CHECK(kafka::murmur2_partition(key, partitions) == static_cast<int32_t>(positive(java) % partitions));
+      CHECK(kafka::murmur2_partition(key, partitions) ==
+            static_cast<int32_t>(positive(java) % partitions));
     }
   }
-  CHECK(kafka::murmur2_partition("21", 4) == 0);     // 1173551340 % 4
-  CHECK(kafka::murmur2_partition("abc", 4) == 3);    // 479470107 % 4
+  CHECK(kafka::murmur2_partition("21", 4) == 0);      // 1173551340 % 4
+  CHECK(kafka::murmur2_partition("abc", 4) == 3);     // 479470107 % 4
   CHECK(kafka::murmur2_partition("foobar", 3) == 0);  // 1357151166 % 3
 }
 
@@ -60,7 +63,8 @@ TEST_CASE("murmur2_partition agrees with librdkafka's murmur2 partitioner", "[ka
     }
     for (int32_t partitions : {1, 4, 7, 64}) {
       REQUIRE(kafka::murmur2_partition(key, partitions) ==
-              rd_kafka_msg_partitioner_murmur2(nullptr, key.data(), key.size(), partitions, nullptr, nullptr));
+              rd_kafka_msg_partitioner_murmur2(nullptr, key.data(), key.size(), partitions, nullptr,
+                                               nullptr));
     }
   }
 }
@@ -71,20 +75,23 @@ TEST_CASE("murmur2_partition rejects a non-positive partition count", "[kafka][u
 }
 
 TEST_CASE("librdkafka errors are classified permanent or transient", "[kafka][unit]") {
-  for (rd_kafka_resp_err_t err : {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE,
-                                  RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
-                                  RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION,
-                                  RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE, RD_KAFKA_RESP_ERR_INVALID_RECORD,
-                                  RD_KAFKA_RESP_ERR__INVALID_ARG, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC}) {
+  for (rd_kafka_resp_err_t err :
+       {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE,
+        RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION,
+        RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE, RD_KAFKA_RESP_ERR_INVALID_RECORD,
+        RD_KAFKA_RESP_ERR__INVALID_ARG, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC}) {
     INFO(rd_kafka_err2name(err));
     CHECK(detail::classify(err) == ErrorClass::permanent);
   }
   for (rd_kafka_resp_err_t err :
-       {RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_RESP_ERR__TRANSPORT, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN,
-        RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
-        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT, RD_KAFKA_RESP_ERR__TIMED_OUT, RD_KAFKA_RESP_ERR__QUEUE_FULL,
-        RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION, RD_KAFKA_RESP_ERR__PURGE_QUEUE, RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION}) {
+       {RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, RD_KAFKA_RESP_ERR__TRANSPORT,
+        RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR__TIMED_OUT, RD_KAFKA_RESP_ERR__QUEUE_FULL,
+        RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION, RD_KAFKA_RESP_ERR__PURGE_QUEUE,
+        RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION}) {
     INFO(rd_kafka_err2name(err));
     CHECK(detail::classify(err) == ErrorClass::transient);
   }
@@ -92,19 +99,22 @@ TEST_CASE("librdkafka errors are classified permanent or transient", "[kafka][un
 
 TEST_CASE("publish error messages say what happened and what to do", "[kafka][unit]") {
   using namespace std::chrono_literals;
-  const std::string too_large =
-      detail::describe_publish_error(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, "orders", 2000000, 30000ms);
+  const std::string too_large = detail::describe_publish_error(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+                                                               "orders", 2000000, 30000ms);
   CHECK_THAT(too_large, Catch::Contains("2000000 bytes") && Catch::Contains("message.max.bytes") &&
                             Catch::Contains("make the payload smaller or raise the limit"));
   CHECK_THAT(detail::describe_publish_error(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT, "orders", 10, 1234ms),
              Catch::Contains("message.timeout.ms (1234 ms)") && Catch::Contains("retried"));
-  CHECK_THAT(detail::describe_publish_error(RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "nope", 10, 1000ms),
-             Catch::Contains("'nope' does not exist") && Catch::Contains("create it"));
-  CHECK_THAT(detail::describe_publish_error(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, "t", 10, 1000ms),
-             Catch::Contains("grant WRITE"));
+  CHECK_THAT(
+      detail::describe_publish_error(RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, "nope", 10, 1000ms),
+      Catch::Contains("'nope' does not exist") && Catch::Contains("create it"));
+  CHECK_THAT(
+      detail::describe_publish_error(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, "t", 10, 1000ms),
+      Catch::Contains("grant WRITE"));
 }
 
-TEST_CASE("consumer errors: fatal ones are distinguished from informational ones", "[kafka][unit]") {
+TEST_CASE("consumer errors: fatal ones are distinguished from informational ones",
+          "[kafka][unit]") {
   CHECK(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR__FATAL));
   CHECK(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED));
   CHECK(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED));
@@ -114,7 +124,8 @@ TEST_CASE("consumer errors: fatal ones are distinguished from informational ones
   CHECK_FALSE(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN));
 }
 
-TEST_CASE("bad producer and consumer configuration throws BrokerError naming the property", "[kafka][unit]") {
+TEST_CASE("bad producer and consumer configuration throws BrokerError naming the property",
+          "[kafka][unit]") {
   kafka::ProducerOptions producer;
   producer.bootstrap_servers = "127.0.0.1:1";
 
@@ -124,7 +135,8 @@ TEST_CASE("bad producer and consumer configuration throws BrokerError naming the
       (void)kafka::make_publisher(producer);
       FAIL("expected BrokerError");
     } catch (const BrokerError& e) {
-      CHECK_THAT(e.what(), Catch::Contains("no.such.property") && Catch::Contains("ProducerOptions::properties"));
+      CHECK_THAT(e.what(), Catch::Contains("no.such.property") &&
+                               Catch::Contains("ProducerOptions::properties"));
       CHECK_FALSE(e.retryable());
     }
   }
@@ -167,8 +179,9 @@ TEST_CASE("bad producer and consumer configuration throws BrokerError naming the
   }
 }
 
-TEST_CASE("publishing to an unreachable cluster fails transiently and marks the publisher unhealthy",
-          "[kafka][unit]") {
+TEST_CASE(
+    "publishing to an unreachable cluster fails transiently and marks the publisher unhealthy",
+    "[kafka][unit]") {
   using namespace std::chrono_literals;
   kafka::ProducerOptions options;
   options.bootstrap_servers = "127.0.0.1:1";  // nothing listens there

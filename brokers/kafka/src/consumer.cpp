@@ -28,11 +28,12 @@ class KafkaConsumer final : public brokers::Consumer {
           "ConsumerOptions::bootstrap_servers is empty: set it to host:port[,host:port...]", false);
     }
     if (options.group_id.empty() && !options.properties.contains("group.id")) {
-      throw brokers::BrokerError("ConsumerOptions::group_id is empty: set the consumer group name", false);
+      throw brokers::BrokerError("ConsumerOptions::group_id is empty: set the consumer group name",
+                                 false);
     }
     if (options.topics.empty()) {
-      throw brokers::BrokerError("ConsumerOptions::topics is empty: list at least one topic to subscribe to",
-                                 false);
+      throw brokers::BrokerError(
+          "ConsumerOptions::topics is empty: list at least one topic to subscribe to", false);
     }
     ConfPtr conf(rd_kafka_conf_new());
     if (!options.bootstrap_servers.empty()) {
@@ -45,7 +46,8 @@ class KafkaConsumer final : public brokers::Consumer {
     set_property(conf.get(), "enable.auto.commit", "false", "txbox consumer defaults");
     set_property(conf.get(), "enable.auto.offset.store", "false", "txbox consumer defaults");
     set_property(conf.get(), "log.connection.close", "false", "txbox consumer defaults");
-    set_property(conf.get(), "auto.offset.reset", options.auto_offset_reset, "ConsumerOptions::auto_offset_reset");
+    set_property(conf.get(), "auto.offset.reset", options.auto_offset_reset,
+                 "ConsumerOptions::auto_offset_reset");
     set_property(conf.get(), "session.timeout.ms", std::to_string(options.session_timeout.count()),
                  "ConsumerOptions::session_timeout");
     for (const auto& [name, value] : options.properties) {
@@ -60,16 +62,18 @@ class KafkaConsumer final : public brokers::Consumer {
     rk_ = create_client(RD_KAFKA_CONSUMER, std::move(conf), "consumer");
     rd_kafka_poll_set_consumer(rk_.get());
 
-    PartitionListPtr topics(rd_kafka_topic_partition_list_new(static_cast<int>(options.topics.size())));
+    PartitionListPtr topics(
+        rd_kafka_topic_partition_list_new(static_cast<int>(options.topics.size())));
     for (const auto& topic : options.topics) {
       rd_kafka_topic_partition_list_add(topics.get(), topic.c_str(), RD_KAFKA_PARTITION_UA);
     }
     if (const rd_kafka_resp_err_t err = rd_kafka_subscribe(rk_.get(), topics.get())) {
       rd_kafka_consumer_close(rk_.get());
-      throw brokers::BrokerError(fmt::format("could not subscribe consumer group '{}' to topics {}: {}; check "
-                                             "the topic names",
-                                             group_id_, fmt::join(options.topics, ","), rd_kafka_err2str(err)),
-                                 false);
+      throw brokers::BrokerError(
+          fmt::format("could not subscribe consumer group '{}' to topics {}: {}; check "
+                      "the topic names",
+                      group_id_, fmt::join(options.topics, ","), rd_kafka_err2str(err)),
+          false);
     }
   }
 
@@ -85,7 +89,8 @@ class KafkaConsumer final : public brokers::Consumer {
 
   std::optional<Delivery> poll(std::chrono::milliseconds timeout) override {
     if (closed_.load()) {
-      throw brokers::BrokerError("Kafka consumer is closed: create a new one to consume again", false);
+      throw brokers::BrokerError("Kafka consumer is closed: create a new one to consume again",
+                                 false);
     }
     throw_if_fatal();
     MessagePtr message(rd_kafka_consumer_poll(rk_.get(), static_cast<int>(timeout.count())));
@@ -111,14 +116,17 @@ class KafkaConsumer final : public brokers::Consumer {
       out.payload.assign(static_cast<const char*>(message->payload), message->len);
     }
     rd_kafka_headers_t* headers = nullptr;  // owned by the message
-    if (rd_kafka_message_headers(message.get(), &headers) == RD_KAFKA_RESP_ERR_NO_ERROR && headers != nullptr) {
+    if (rd_kafka_message_headers(message.get(), &headers) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        headers != nullptr) {
       bool have_id = false;
       const char* name = nullptr;
       const void* value = nullptr;
       size_t size = 0;
-      for (size_t i = 0; rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
+      for (size_t i = 0;
+           rd_kafka_header_get_all(headers, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
            ++i) {
-        std::string text = value != nullptr ? std::string(static_cast<const char*>(value), size) : std::string();
+        std::string text =
+            value != nullptr ? std::string(static_cast<const char*>(value), size) : std::string();
         if (!have_id && name == kMessageIdHeader) {
           out.message_id = std::move(text);
           have_id = true;
@@ -135,8 +143,8 @@ class KafkaConsumer final : public brokers::Consumer {
       throw brokers::BrokerError("Kafka consumer is closed: cannot ack after close()", false);
     }
     PartitionListPtr offsets(rd_kafka_topic_partition_list_new(1));
-    rd_kafka_topic_partition_t* tp =
-        rd_kafka_topic_partition_list_add(offsets.get(), delivery.source.c_str(), delivery.partition);
+    rd_kafka_topic_partition_t* tp = rd_kafka_topic_partition_list_add(
+        offsets.get(), delivery.source.c_str(), delivery.partition);
     tp->offset = delivery.offset + 1;
     rd_kafka_resp_err_t err = rd_kafka_commit(rk_.get(), offsets.get(), 0 /* synchronous */);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -145,12 +153,14 @@ class KafkaConsumer final : public brokers::Consumer {
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       const bool retryable = classify(err) == brokers::ErrorClass::transient;
       throw brokers::BrokerError(
-          fmt::format("could not commit offset {} of {} [{}] for consumer group '{}': {} [{}]; {}",
-                      delivery.offset + 1, delivery.source, delivery.partition, group_id_, rd_kafka_err2str(err),
-                      rd_kafka_err2name(err),
-                      retryable ? "the message may be delivered again (e.g. after a rebalance), so handle it "
-                                  "idempotently"
-                                : "check the consumer group's authorization"),
+          fmt::format(
+              "could not commit offset {} of {} [{}] for consumer group '{}': {} [{}]; {}",
+              delivery.offset + 1, delivery.source, delivery.partition, group_id_,
+              rd_kafka_err2str(err), rd_kafka_err2name(err),
+              retryable
+                  ? "the message may be delivered again (e.g. after a rebalance), so handle it "
+                    "idempotently"
+                  : "check the consumer group's authorization"),
           retryable);
     }
   }
@@ -170,10 +180,11 @@ class KafkaConsumer final : public brokers::Consumer {
     char reason[512] = {};
     const rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(rk_.get(), reason, sizeof reason);
     if (fatal != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      throw brokers::BrokerError(fmt::format("Kafka consumer group '{}' hit a fatal error ({}: {}): create a new "
-                                             "consumer",
-                                             group_id_, rd_kafka_err2name(fatal), reason),
-                                 false);
+      throw brokers::BrokerError(
+          fmt::format("Kafka consumer group '{}' hit a fatal error ({}: {}): create a new "
+                      "consumer",
+                      group_id_, rd_kafka_err2name(fatal), reason),
+          false);
     }
   }
 
@@ -182,23 +193,28 @@ class KafkaConsumer final : public brokers::Consumer {
     const std::string topic = message.rkt ? rd_kafka_topic_name(message.rkt) : "";
     const std::string reason = rd_kafka_message_errstr(&message);
     if (err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-      spdlog::debug("Kafka consumer: reached end of {} [{}] at offset {}", topic, message.partition, message.offset);
+      spdlog::debug("Kafka consumer: reached end of {} [{}] at offset {}", topic, message.partition,
+                    message.offset);
       return;
     }
     if (consumer_error_is_fatal(err)) {
       char fatal_reason[512] = {};
       std::string text = reason;
       if (err == RD_KAFKA_RESP_ERR__FATAL &&
-          rd_kafka_fatal_error(rk_.get(), fatal_reason, sizeof fatal_reason) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+          rd_kafka_fatal_error(rk_.get(), fatal_reason, sizeof fatal_reason) !=
+              RD_KAFKA_RESP_ERR_NO_ERROR) {
         text = fatal_reason;
       }
       throw brokers::BrokerError(
-          fmt::format("Kafka consumer group '{}' cannot continue: {} [{}]{}; fix the configuration or "
-                      "permissions and create a new consumer",
-                      group_id_, text, rd_kafka_err2name(err), topic.empty() ? "" : " (topic '" + topic + "')"),
+          fmt::format(
+              "Kafka consumer group '{}' cannot continue: {} [{}]{}; fix the configuration or "
+              "permissions and create a new consumer",
+              group_id_, text, rd_kafka_err2name(err),
+              topic.empty() ? "" : " (topic '" + topic + "')"),
           false);
     }
-    log_transient(err, fmt::format("{}{}", reason, topic.empty() ? "" : " (topic '" + topic + "')"));
+    log_transient(err,
+                  fmt::format("{}{}", reason, topic.empty() ? "" : " (topic '" + topic + "')"));
   }
 
   // One warning per change of error, not one per poll.
@@ -208,7 +224,8 @@ class KafkaConsumer final : public brokers::Consumer {
         spdlog::warn("Kafka consumer group '{}': {} [{}]; will keep retrying", group_id_, text,
                      rd_kafka_err2name(err));
       } else {
-        spdlog::debug("Kafka consumer group '{}': {} [{}]", group_id_, text, rd_kafka_err2name(err));
+        spdlog::debug("Kafka consumer group '{}': {} [{}]", group_id_, text,
+                      rd_kafka_err2name(err));
       }
     } catch (...) {
     }

@@ -22,8 +22,7 @@ brokers::ErrorClass classify(rd_kafka_resp_err_t err) noexcept;
 // What happened and what to do, for PublishResult::error. `bytes` is the
 // approximate wire size of the message (key + payload + headers).
 std::string describe_publish_error(rd_kafka_resp_err_t err, std::string_view topic,
-                                   std::size_t bytes,
-                                   std::chrono::milliseconds message_timeout);
+                                   std::size_t bytes, std::chrono::milliseconds message_timeout);
 
 // Consumer side: true when an error seen while polling leaves the consumer
 // unusable (fatal, authentication/authorization, invalid configuration);

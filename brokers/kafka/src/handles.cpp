@@ -10,17 +10,17 @@ namespace txbox::kafka::detail {
 void set_property(rd_kafka_conf_t* conf, const std::string& name, const std::string& value,
                   std::string_view origin) {
   char errstr[512] = {};
-  const rd_kafka_conf_res_t res = rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr);
+  const rd_kafka_conf_res_t res =
+      rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof errstr);
   if (res == RD_KAFKA_CONF_OK) {
     return;
   }
-  const char* fix = res == RD_KAFKA_CONF_UNKNOWN
-                        ? "remove it or correct its name"
-                        : "correct the value";
-  throw brokers::BrokerError(
-      fmt::format("invalid Kafka property '{}' = '{}' (from {}): {}; {} (see librdkafka's CONFIGURATION.md)",
-                  name, value, origin, errstr, fix),
-      false);
+  const char* fix =
+      res == RD_KAFKA_CONF_UNKNOWN ? "remove it or correct its name" : "correct the value";
+  throw brokers::BrokerError(fmt::format("invalid Kafka property '{}' = '{}' (from {}): {}; {} "
+                                         "(see librdkafka's CONFIGURATION.md)",
+                                         name, value, origin, errstr, fix),
+                             false);
 }
 
 namespace {
@@ -38,8 +38,8 @@ void log_callback(const rd_kafka_t* rk, int level, const char* facility, const c
     } else if (level == 6) {
       spd_level = spdlog::level::debug;
     }
-    spdlog::log(spd_level, "librdkafka {} {}: {}", rk ? rd_kafka_name(rk) : "-", facility ? facility : "",
-                message ? message : "");
+    spdlog::log(spd_level, "librdkafka {} {}: {}", rk ? rd_kafka_name(rk) : "-",
+                facility ? facility : "", message ? message : "");
   } catch (...) {
     // Never let an exception cross into librdkafka.
   }
@@ -53,8 +53,9 @@ KafkaPtr create_client(rd_kafka_type_t type, ConfPtr conf, std::string_view what
   char errstr[512] = {};
   rd_kafka_t* rk = rd_kafka_new(type, conf.get(), errstr, sizeof errstr);
   if (rk == nullptr) {
-    throw brokers::BrokerError(fmt::format("could not create the Kafka {}: {}; fix the configuration", what, errstr),
-                               false);
+    throw brokers::BrokerError(
+        fmt::format("could not create the Kafka {}: {}; fix the configuration", what, errstr),
+        false);
   }
   (void)conf.release();  // owned by rk now
   return KafkaPtr(rk);

@@ -13,7 +13,9 @@ uint32_t java_murmur2(std::string_view data) {
   constexpr uint32_t seed = 0x9747b28c;
   constexpr uint32_t m = 0x5bd1e995;
   constexpr int r = 24;
-  const auto byte = [&](size_t i) { return static_cast<uint32_t>(static_cast<unsigned char>(data[i])); };
+  const auto byte = [&](size_t i) {
+    return static_cast<uint32_t>(static_cast<unsigned char>(data[i]));
+  };
 
   uint32_t h = seed ^ length;
   const size_t length4 = data.size() / 4;

@@ -56,7 +56,8 @@ std::size_t wire_size(const Message& message) {
 
 class KafkaPublisher final : public brokers::Publisher {
  public:
-  explicit KafkaPublisher(const ProducerOptions& options) : message_timeout_(options.message_timeout) {
+  explicit KafkaPublisher(const ProducerOptions& options)
+      : message_timeout_(options.message_timeout) {
     if (options.bootstrap_servers.empty() && !options.properties.contains("bootstrap.servers")) {
       throw brokers::BrokerError(
           "ProducerOptions::bootstrap_servers is empty: set it to host:port[,host:port...]", false);
@@ -70,8 +71,10 @@ class KafkaPublisher final : public brokers::Publisher {
     set_property(conf.get(), "acks", "all", "txbox producer defaults");
     set_property(conf.get(), "partitioner", "murmur2_random", "txbox producer defaults");
     set_property(conf.get(), "log.connection.close", "false", "txbox producer defaults");
-    set_property(conf.get(), "compression.codec", options.compression, "ProducerOptions::compression");
-    set_property(conf.get(), "linger.ms", std::to_string(options.linger.count()), "ProducerOptions::linger");
+    set_property(conf.get(), "compression.codec", options.compression,
+                 "ProducerOptions::compression");
+    set_property(conf.get(), "linger.ms", std::to_string(options.linger.count()),
+                 "ProducerOptions::linger");
     set_property(conf.get(), "message.timeout.ms", std::to_string(options.message_timeout.count()),
                  "ProducerOptions::message_timeout");
     for (const auto& [name, value] : options.properties) {
@@ -101,10 +104,12 @@ class KafkaPublisher final : public brokers::Publisher {
       poller_.join();
     }
     // rd_kafka_flush serves the remaining delivery reports on this thread.
-    if (rd_kafka_flush(rk_.get(), static_cast<int>(kShutdownFlush.count())) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      spdlog::warn("Kafka publisher: {} message(s) still undelivered after {} ms at shutdown; purging them "
-                   "(they stay pending in the outbox and will be published again)",
-                   rd_kafka_outq_len(rk_.get()), kShutdownFlush.count());
+    if (rd_kafka_flush(rk_.get(), static_cast<int>(kShutdownFlush.count())) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+      spdlog::warn(
+          "Kafka publisher: {} message(s) still undelivered after {} ms at shutdown; purging them "
+          "(they stay pending in the outbox and will be published again)",
+          rd_kafka_outq_len(rk_.get()), kShutdownFlush.count());
       rd_kafka_purge(rk_.get(), RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
       rd_kafka_flush(rk_.get(), 1000);
     }
@@ -139,12 +144,14 @@ class KafkaPublisher final : public brokers::Publisher {
         if (now >= deadline) {
           break;
         }
-        std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(5), deadline - now));
+        std::this_thread::sleep_for(
+            std::min<Clock::duration>(std::chrono::milliseconds(5), deadline - now));
       }
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         std::lock_guard lock(batch->mutex);
-        batch->results[i] = PublishResult{false, classify(err),
-                                          describe_publish_error(err, message.destination, bytes, message_timeout_)};
+        batch->results[i] = PublishResult{
+            false, classify(err),
+            describe_publish_error(err, message.destination, bytes, message_timeout_)};
         batch->done[i] = 1;
       }
     }
@@ -154,11 +161,11 @@ class KafkaPublisher final : public brokers::Publisher {
     std::vector<PublishResult> results = batch->results;
     for (std::size_t i = 0; i < results.size(); ++i) {
       if (!batch->done[i]) {
-        results[i] = PublishResult{
-            false, ErrorClass::transient,
-            fmt::format("no delivery report from Kafka within the publish timeout of {} ms (topic '{}'): the "
-                        "broker is unreachable or slow; will be retried",
-                        timeout.count(), messages[i].destination)};
+        results[i] = PublishResult{false, ErrorClass::transient,
+                                   fmt::format("no delivery report from Kafka within the publish "
+                                               "timeout of {} ms (topic '{}'): the "
+                                               "broker is unreachable or slow; will be retried",
+                                               timeout.count(), messages[i].destination)};
       }
     }
     return results;
@@ -167,15 +174,15 @@ class KafkaPublisher final : public brokers::Publisher {
  private:
   // Hands one message to librdkafka. On success the MessageState belongs to
   // librdkafka until the delivery report; on failure nothing is pending.
-  rd_kafka_resp_err_t produce(const Message& message, const std::shared_ptr<BatchState>& batch, std::size_t index,
-                              std::size_t bytes) {
+  rd_kafka_resp_err_t produce(const Message& message, const std::shared_ptr<BatchState>& batch,
+                              std::size_t index, std::size_t bytes) {
     HeadersPtr headers(rd_kafka_headers_new(message.headers.size() + 1));
     for (const auto& [name, value] : message.headers) {
       if (name == kMessageIdHeader) {
         continue;  // ours below is authoritative
       }
-      rd_kafka_header_add(headers.get(), name.data(), static_cast<ssize_t>(name.size()), value.data(),
-                          static_cast<ssize_t>(value.size()));
+      rd_kafka_header_add(headers.get(), name.data(), static_cast<ssize_t>(name.size()),
+                          value.data(), static_cast<ssize_t>(value.size()));
     }
     rd_kafka_header_add(headers.get(), kMessageIdHeader, -1, message.message_id.data(),
                         static_cast<ssize_t>(message.message_id.size()));
@@ -191,13 +198,15 @@ class KafkaPublisher final : public brokers::Publisher {
       err = rd_kafka_producev(rk_.get(), RD_KAFKA_V_TOPIC(message.destination.c_str()),
                               RD_KAFKA_V_KEY(message.key->data(), message.key->size()),
                               RD_KAFKA_V_VALUE(payload, message.payload.size()),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers.get()),
-                              RD_KAFKA_V_OPAQUE(state.get()), RD_KAFKA_V_END);
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_HEADERS(headers.get()), RD_KAFKA_V_OPAQUE(state.get()),
+                              RD_KAFKA_V_END);
     } else {
       err = rd_kafka_producev(rk_.get(), RD_KAFKA_V_TOPIC(message.destination.c_str()),
                               RD_KAFKA_V_VALUE(payload, message.payload.size()),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers.get()),
-                              RD_KAFKA_V_OPAQUE(state.get()), RD_KAFKA_V_END);
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_HEADERS(headers.get()), RD_KAFKA_V_OPAQUE(state.get()),
+                              RD_KAFKA_V_END);
     }
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       (void)headers.release();  // owned by the message now
@@ -214,9 +223,10 @@ class KafkaPublisher final : public brokers::Publisher {
     const rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(rk_.get(), reason, sizeof reason);
     if (fatal != RD_KAFKA_RESP_ERR_NO_ERROR) {
       throw brokers::BrokerError(
-          fmt::format("the Kafka producer hit a fatal error ({}: {}) and cannot publish any more: recreate "
-                      "the publisher (restart the relay)",
-                      rd_kafka_err2name(fatal), reason),
+          fmt::format(
+              "the Kafka producer hit a fatal error ({}: {}) and cannot publish any more: recreate "
+              "the publisher (restart the relay)",
+              rd_kafka_err2name(fatal), reason),
           false);
     }
   }
@@ -235,14 +245,17 @@ class KafkaPublisher final : public brokers::Publisher {
       if (healthy) {
         spdlog::info("Kafka publisher: brokers reachable again, deliveries confirmed");
       } else {
-        spdlog::warn("Kafka publisher: {}; messages stay queued and are retried until message.timeout.ms ({} ms)",
-                     why, message_timeout_.count());
+        spdlog::warn(
+            "Kafka publisher: {}; messages stay queued and are retried until message.timeout.ms "
+            "({} ms)",
+            why, message_timeout_.count());
       }
     } catch (...) {
     }
   }
 
-  static void on_delivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* rkmessage, void* opaque) noexcept {
+  static void on_delivery(rd_kafka_t* /*rk*/, const rd_kafka_message_t* rkmessage,
+                          void* opaque) noexcept {
     auto* self = static_cast<KafkaPublisher*>(opaque);
     std::unique_ptr<MessageState> state(static_cast<MessageState*>(rkmessage->_private));
     if (!state) {
@@ -256,7 +269,8 @@ class KafkaPublisher final : public brokers::Publisher {
       } else {
         const char* topic = rkmessage->rkt ? rd_kafka_topic_name(rkmessage->rkt) : "";
         result.error_class = classify(rkmessage->err);
-        result.error = describe_publish_error(rkmessage->err, topic, state->bytes, self->message_timeout_);
+        result.error =
+            describe_publish_error(rkmessage->err, topic, state->bytes, self->message_timeout_);
       }
       BatchState& batch = *state->batch;
       std::lock_guard lock(batch.mutex);
@@ -276,13 +290,16 @@ class KafkaPublisher final : public brokers::Publisher {
     try {
       const auto code = static_cast<rd_kafka_resp_err_t>(err);
       if (code == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-        self->set_healthy(false, fmt::format("all Kafka brokers are down ({})", reason ? reason : ""));
+        self->set_healthy(false,
+                          fmt::format("all Kafka brokers are down ({})", reason ? reason : ""));
       } else if (code == RD_KAFKA_RESP_ERR__FATAL) {
         char fatal_reason[512] = {};
-        const rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(rk, fatal_reason, sizeof fatal_reason);
+        const rd_kafka_resp_err_t fatal =
+            rd_kafka_fatal_error(rk, fatal_reason, sizeof fatal_reason);
         self->healthy_.store(false);
-        spdlog::error("Kafka publisher: fatal producer error {}: {}; the publisher must be recreated",
-                      rd_kafka_err2name(fatal), fatal_reason);
+        spdlog::error(
+            "Kafka publisher: fatal producer error {}: {}; the publisher must be recreated",
+            rd_kafka_err2name(fatal), fatal_reason);
       } else {
         spdlog::debug("Kafka publisher: {}: {}", rd_kafka_err2name(code), reason ? reason : "");
       }

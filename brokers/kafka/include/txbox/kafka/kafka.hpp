@@ -14,11 +14,11 @@
 namespace txbox::kafka {
 
 struct ProducerOptions {
-  std::string bootstrap_servers;                // host:port,host:port
-  std::string compression = "none";             // none|gzip|snappy|lz4|zstd
-  std::chrono::milliseconds linger{5};          // linger.ms
+  std::string bootstrap_servers;                     // host:port,host:port
+  std::string compression = "none";                  // none|gzip|snappy|lz4|zstd
+  std::chrono::milliseconds linger{5};               // linger.ms
   std::chrono::milliseconds message_timeout{30000};  // message.timeout.ms
-  brokers::Properties properties;               // extra librdkafka properties, applied last (override)
+  brokers::Properties properties;  // extra librdkafka properties, applied last (override)
 };
 
 // Idempotent producer (enable.idempotence=true, acks=all) with the
@@ -35,9 +35,9 @@ struct ConsumerOptions {
   std::string bootstrap_servers;
   std::string group_id;
   std::vector<std::string> topics;
-  std::string auto_offset_reset = "earliest";      // earliest|latest
+  std::string auto_offset_reset = "earliest";        // earliest|latest
   std::chrono::milliseconds session_timeout{10000};  // session.timeout.ms
-  brokers::Properties properties;                   // extra librdkafka properties, applied last
+  brokers::Properties properties;                    // extra librdkafka properties, applied last
 };
 
 // High-level balanced consumer (consumer group), no auto commit: ack()
