@@ -2,11 +2,17 @@
 # Throwaway Kafka (librdkafka mock cluster) on loopback, state in DIR.
 #   scripts/kafka-mock.sh start DIR [txbox-kafka-mock flags...]  -> prints the bootstrap servers
 #   scripts/kafka-mock.sh stop DIR
+#   scripts/kafka-mock.sh control DIR "COMMAND"   -> fault injection, e.g.
+#       scripts/kafka-mock.sh control DIR "push-errors Produce NOT_ENOUGH_REPLICAS"
+#       scripts/kafka-mock.sh control DIR "all-down"
+#     writes COMMAND to the mock's FIFO DIR/control, waits (<= 5 s) for its
+#     "ok ..." / "error ..." line in DIR/control.log, prints it; exit 1 on error.
+#     Commands: txbox-kafka-mock --help.
 # Binary: $TXBOX_KAFKA_MOCK_BIN, else build/scripts/txbox-kafka-mock in the
 # repository, else txbox-kafka-mock on PATH. Files in DIR: kafka-mock.pid,
-# kafka-mock.log, bootstrap.
+# kafka-mock.log, bootstrap, control (FIFO), control.log.
 set -euo pipefail
-usage="usage: scripts/kafka-mock.sh start DIR [flags...] | stop DIR"
+usage="usage: scripts/kafka-mock.sh start DIR [flags...] | stop DIR | control DIR COMMAND"
 cmd=${1:?$usage}
 dir=${2:?$usage}
 shift 2
@@ -51,7 +57,8 @@ case "$cmd" in
       exit 1
     fi
     rm -f "$dir/bootstrap" "$dir/kafka-mock.pid"
-    nohup "$bin" --bootstrap-file "$dir/bootstrap" "$@" >"$dir/kafka-mock.log" 2>&1 </dev/null &
+    nohup "$bin" --bootstrap-file "$dir/bootstrap" --control "$dir/control" "$@" \
+      >"$dir/kafka-mock.log" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$dir/kafka-mock.pid"
     for _ in $(seq 1 200); do
@@ -84,7 +91,36 @@ case "$cmd" in
         kill -9 "$pid" 2>/dev/null || true
       fi
     fi
-    rm -f "$dir/kafka-mock.pid" "$dir/bootstrap"
+    rm -f "$dir/kafka-mock.pid" "$dir/bootstrap" "$dir/control"
+    ;;
+  control)
+    command=${1:?$usage}
+    [ $# -eq 1 ] || { echo "error: quote the command: $0 control DIR \"push-errors Produce NOT_ENOUGH_REPLICAS\"" >&2; exit 2; }
+    running_pid >/dev/null || { echo "error: no kafka mock is running in $dir (start it with: $0 start $dir)" >&2; exit 1; }
+    [ -p "$dir/control" ] || { echo "error: $dir/control is not a FIFO: the mock was started without --control" >&2; exit 1; }
+    # The mock echoes the command with single spaces.
+    normalized=$(set -f; echo $command)
+    log="$dir/control.log"
+    before=$( [ -f "$log" ] && wc -l <"$log" || echo 0 )
+    # open() of a FIFO blocks until the mock reads it: bound it.
+    if ! timeout 5 bash -c 'printf "%s\n" "$1" >"$2"' _ "$normalized" "$dir/control"; then
+      echo "error: the kafka mock did not read $dir/control within 5 s" >&2
+      exit 1
+    fi
+    for _ in $(seq 1 50); do
+      line=$(tail -n +"$((before + 1))" "$log" 2>/dev/null \
+        | grep -m1 -F -x -e "ok $normalized" -e "error $normalized" || true)
+      [ -n "$line" ] || line=$(tail -n +"$((before + 1))" "$log" 2>/dev/null \
+        | grep -m1 -F "error $normalized: " || true)
+      if [ -n "$line" ]; then
+        echo "$line"
+        [[ $line == ok* ]] && exit 0
+        exit 1
+      fi
+      sleep 0.1
+    done
+    echo "error: no reply to '$normalized' in $log within 5 s" >&2
+    exit 1
     ;;
   *)
     echo "$usage" >&2

@@ -33,6 +33,10 @@ void validate(const RelayOptions& options) {
       options.retry.cap < options.retry.base)
     fail("retry settings are inconsistent: need retry-base >= 1 ms, retry-factor >= 1 and "
          "retry-cap >= retry-base");
+  if (options.retry.max_attempts < 1)
+    fail(fmt::format("--max-attempts {} is out of range: use 1 or more", options.retry.max_attempts));
+  if (options.outage_backoff_cap.count() < 10)
+    fail("--outage-backoff-cap must be at least 10 ms");
   static const char* codecs[] = {"none", "gzip", "snappy", "lz4", "zstd"};
   if (std::find(std::begin(codecs), std::end(codecs), options.compression) == std::end(codecs))
     fail(fmt::format("--compression '{}' is not supported: use none, gzip, snappy, lz4 or zstd",
@@ -73,6 +77,12 @@ void load_config_file(const std::string& path, RelayOptions& options) {
     else if (key == "batches-per-lane") options.batches_per_lane = static_cast<int>(integer());
     else if (key == "retry-base") options.retry.base = std::chrono::milliseconds(integer());
     else if (key == "retry-cap") options.retry.cap = std::chrono::milliseconds(integer());
+    else if (key == "max-attempts") options.retry.max_attempts = static_cast<int>(integer());
+    else if (key == "outage-backoff-cap") options.outage_backoff_cap = std::chrono::milliseconds(integer());
+    else if (key == "publish-dead-letters") {
+      if (auto v = node.value<bool>()) options.publish_dead_letters = *v;
+      else throw key_error(key, "true or false");
+    }
     else if (key == "retry-factor") {
       if (auto v = node.value<double>()) options.retry.factor = *v;
       else throw key_error(key, "a number");
@@ -94,7 +104,8 @@ void load_config_file(const std::string& path, RelayOptions& options) {
       throw std::invalid_argument(fmt::format(
           "config file {}: unknown key '{}'; known keys: database-url, broker-url, workers, "
           "batch-size, poll-interval, publish-timeout, shutdown-timeout, batches-per-lane, "
-          "retry-base, retry-factor, retry-cap, compression, drain, [kafka]",
+          "retry-base, retry-factor, retry-cap, max-attempts, outage-backoff-cap, publish-dead-letters, "
+          "compression, drain, [kafka]",
           path, raw_key.str()));
     }
   }

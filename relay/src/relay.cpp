@@ -51,6 +51,13 @@ FOR UPDATE SKIP LOCKED)sql";
 
 constexpr const char* kDeleteSql = "DELETE FROM txbox.outbox WHERE id = ANY($1::bigint[])";
 
+constexpr const char* kDeadLetterSql = R"sql(
+WITH moved AS (DELETE FROM txbox.outbox WHERE id = $1 RETURNING *)
+INSERT INTO txbox.dead_letters (outbox_id, message_id, destination, message_key, payload, headers,
+                                created_at, attempts, error_class, last_error)
+SELECT id, message_id, destination, message_key, payload, headers, created_at, attempts + 1, $2, $3
+FROM moved)sql";
+
 constexpr const char* kFailSql = R"sql(
 UPDATE txbox.outbox
 SET attempts = attempts + 1,
@@ -89,20 +96,41 @@ std::optional<std::string> parse_headers(const std::string& text, brokers::Heade
 struct Relay::State {
   RelayOptions options;
   std::shared_ptr<brokers::Publisher> publisher;
-  std::atomic<uint64_t> published{0}, failed{0}, batches{0};
+  std::atomic<uint64_t> published{0}, failed{0}, dead_lettered{0}, batches{0};
+  // Broker outage, shared by the workers so it is logged once per change.
+  std::mutex outage_mutex;
+  bool broker_down = false;
+  Backoff outage_backoff{std::chrono::seconds(1), 2.0, std::chrono::seconds(30)};
+
+  // Returns how long to wait before probing the broker again.
+  std::chrono::milliseconds report_outage(const std::string& error) {
+    std::lock_guard lock(outage_mutex);
+    if (!broker_down) {
+      broker_down = true;
+      spdlog::error("broker unavailable: {}; rows stay in the outbox, probing with backoff (attempts "
+                    "are not counted while the broker is down)",
+                    error);
+    }
+    return outage_backoff.next();
+  }
+  void report_available() {
+    std::lock_guard lock(outage_mutex);
+    if (broker_down) {
+      broker_down = false;
+      spdlog::info("broker available again: publishing resumed");
+    }
+    outage_backoff.reset();
+  }
 };
 
 namespace {
 
 class Worker {
  public:
-  Worker(const RelayOptions& options, brokers::Publisher& publisher, std::atomic<uint64_t>& published,
-         std::atomic<uint64_t>& failed, std::atomic<uint64_t>& batches, int index)
-      : options_(options),
-        publisher_(publisher),
-        published_(published),
-        failed_(failed),
-        batches_(batches),
+  Worker(Relay::State& state, int index)
+      : state_(state),
+        options_(state.options),
+        publisher_(*state.publisher),
         index_(index),
         random_(std::random_device{}() + static_cast<unsigned>(index)) {}
 
@@ -117,7 +145,11 @@ class Worker {
           reported_down = false;
         }
         reconnect_backoff.reset();
-        if (!pass(stop)) {
+        bool moved = pass(stop);
+        if (outage_wait_.count() > 0) {
+          sleep(stop, outage_wait_);
+          outage_wait_ = std::chrono::milliseconds(0);
+        } else if (!moved) {
           if (options_.drain && outbox_empty()) return;
           sleep(stop, options_.poll_interval);
         }
@@ -159,6 +191,7 @@ class Worker {
     conn->prepare("txbox_claim", kClaimSql);
     conn->prepare("txbox_delete", kDeleteSql);
     conn->prepare("txbox_fail", kFailSql);
+    conn->prepare("txbox_dead_letter", kDeadLetterSql);
     conn_ = std::move(conn);
   }
 
@@ -186,7 +219,7 @@ class Worker {
         for (int i = 0; i < options_.batches_per_lane && !stop.stop_requested(); ++i) {
           size_t claimed = process_batch(lane);
           if (claimed > 0) moved = true;
-          if (claimed < static_cast<size_t>(options_.batch_size)) break;
+          if (claimed < static_cast<size_t>(options_.batch_size) || outage_wait_.count() > 0) break;
         }
       } catch (...) {
         unlock_quietly(lane);
@@ -253,52 +286,116 @@ class Worker {
     std::vector<brokers::PublishResult> results(n);
     for (size_t i = 0; i < n; ++i)
       if (bad_row[i]) results[i] = {false, brokers::ErrorClass::permanent, *bad_row[i]};
+    size_t confirmed = 0;
     if (!messages.empty()) {
       auto published = publisher_.publish(messages, options_.publish_timeout);
-      for (size_t m = 0; m < published.size() && m < messages.size(); ++m)
+      for (size_t m = 0; m < published.size() && m < messages.size(); ++m) {
+        confirmed += published[m].confirmed;
         results[message_row[m]] = std::move(published[m]);
+      }
     }
 
-    // Keep order per key: once a row of a key failed, its later rows in this
-    // batch stay in the outbox (even if the broker confirmed them) and go
-    // again after it; the consumer sees the key's tail in order.
-    std::unordered_set<std::string> failed_keys;
-    std::vector<int64_t> done;
-    done.reserve(n);
-    uint64_t failures = 0;
-    for (size_t i = 0; i < n; ++i) {
-      if (keys[i] && failed_keys.count(*keys[i])) continue;  // held back
-      if (results[i].confirmed) {
-        done.push_back(ids[i]);
-        continue;
-      }
-      ++failures;
-      if (keys[i]) failed_keys.insert(*keys[i]);
-      auto delay = retry_delay(options_.retry, attempts[i] + 1, random_);
-      tx.exec_prepared("txbox_fail", ids[i], static_cast<long long>(delay.count()),
-                       fmt::format("{} error: {}", brokers::to_string(results[i].error_class),
-                                   results[i].error));
+    // The broker is down as a whole (not this batch's fault): leave every row
+    // as it was, attempts uncounted, and wait before probing again.
+    auto first_failure = std::find_if(results.begin(), results.end(),
+                                      [](const auto& r) { return !r.confirmed; });
+    if (first_failure != results.end() && confirmed == 0 && !publisher_.healthy()) {
+      tx.abort();
+      outage_wait_ = state_.report_outage(first_failure->error);
+      return n;
     }
+    if (confirmed > 0) state_.report_available();
+
+    // Keep order per key: once a row of a key failed and will be retried, its
+    // later rows in this batch stay in the outbox (even if the broker
+    // confirmed them) and go again after it: the key's tail arrives in order.
+    std::unordered_set<std::string> retrying_keys;
+    std::vector<int64_t> done;
+    std::vector<size_t> dead;
+    done.reserve(n);
+    uint64_t retries = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (keys[i] && retrying_keys.count(*keys[i])) continue;  // held back
+      const auto& result = results[i];
+      if (result.confirmed) {
+        done.push_back(ids[i]);
+      } else if (result.error_class == brokers::ErrorClass::permanent ||
+                 attempts[i] + 1 >= options_.retry.max_attempts) {
+        dead.push_back(i);
+      } else {
+        ++retries;
+        if (keys[i]) retrying_keys.insert(*keys[i]);
+        auto delay = retry_delay(options_.retry, attempts[i] + 1, random_);
+        tx.exec_prepared("txbox_fail", ids[i], static_cast<long long>(delay.count()),
+                         fmt::format("{} error: {}", brokers::to_string(result.error_class), result.error));
+      }
+    }
+    if (!dead.empty()) dead_letter(tx, dead, rows, results, attempts);
     if (!done.empty()) tx.exec_prepared("txbox_delete", id_array(done));
     tx.commit();
-    published_ += done.size();
-    failed_ += failures;
-    ++batches_;
-    if (failures)
+    state_.published += done.size();
+    state_.failed += retries + dead.size();
+    state_.dead_lettered += dead.size();
+    ++state_.batches;
+    if (retries)
       spdlog::warn("worker {}: lane {}: {} of {} messages failed and will be retried (first: {})",
-                   index_, lane, failures, n,
-                   std::find_if(results.begin(), results.end(),
-                                [](const auto& r) { return !r.confirmed; })
-                       ->error);
+                   index_, lane, retries, n, first_failure->error);
     return n;
   }
 
+  // Moves rows to txbox.dead_letters in the batch's transaction; optionally
+  // publishes them to "<destination>.dlq" first (the table keeps them even
+  // when that publish fails).
+  void dead_letter(pqxx::work& tx, const std::vector<size_t>& dead, const pqxx::result& rows,
+                   const std::vector<brokers::PublishResult>& results, const std::vector<int>& attempts) {
+    if (options_.publish_dead_letters) {
+      std::vector<brokers::Message> letters;
+      auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+      for (size_t i : dead) {
+        const auto& row = rows[static_cast<pqxx::result::size_type>(i)];
+        brokers::Message letter;
+        letter.message_id = row[1].as<std::string>();
+        letter.destination = (row[2].as<std::string>().empty() ? "txbox" : row[2].as<std::string>()) + ".dlq";
+        if (!row[3].is_null()) letter.key = row[3].as<std::string>();
+        letter.payload = pqxx::binarystring(row[4]).str();
+        parse_headers(row[5].as<std::string>(), letter.headers);  // best effort for bad rows
+        letter.headers.emplace_back("dlq-error", results[i].error);
+        letter.headers.emplace_back("dlq-attempts", std::to_string(attempts[i] + 1));
+        letter.headers.emplace_back("dlq-original-destination", row[2].as<std::string>());
+        letter.headers.emplace_back("dlq-timestamp", std::to_string(now));
+        letters.push_back(std::move(letter));
+      }
+      auto published = publisher_.publish(letters, options_.publish_timeout);
+      for (size_t k = 0; k < published.size(); ++k)
+        if (!published[k].confirmed)
+          spdlog::warn("worker {}: dead letter {} not published to {}: {} (it is kept in txbox.dead_letters)",
+                       index_, letters[k].message_id, letters[k].destination, published[k].error);
+    }
+    for (size_t i : dead) {
+      const auto& result = results[i];
+      std::string reason = result.error_class == brokers::ErrorClass::permanent
+                               ? result.error
+                               : fmt::format("gave up after {} attempts: {}", attempts[i] + 1, result.error);
+      tx.exec_prepared("txbox_dead_letter", ids_of(rows, i), brokers::to_string(result.error_class), reason);
+      spdlog::error("worker {}: message {} to '{}' dead-lettered ({} error): {}", index_,
+                    rows[static_cast<pqxx::result::size_type>(i)][1].c_str(),
+                    rows[static_cast<pqxx::result::size_type>(i)][2].c_str(),
+                    brokers::to_string(result.error_class), reason);
+    }
+  }
+
+  static int64_t ids_of(const pqxx::result& rows, size_t i) {
+    return rows[static_cast<pqxx::result::size_type>(i)][0].as<int64_t>();
+  }
+
+  Relay::State& state_;
   const RelayOptions& options_;
   brokers::Publisher& publisher_;
-  std::atomic<uint64_t>& published_;
-  std::atomic<uint64_t>& failed_;
-  std::atomic<uint64_t>& batches_;
   int index_;
+  // Set when a batch found the broker down: wait this long before claiming.
+  std::chrono::milliseconds outage_wait_{0};
   std::mt19937 random_;
   std::unique_ptr<pqxx::connection> conn_;
 };
@@ -317,6 +414,9 @@ Relay::Relay(RelayOptions options, std::shared_ptr<brokers::Publisher> publisher
     outbox::require_schema(conn);
   }
   state_->publisher = publisher ? std::move(publisher) : make_publisher(options);
+  state_->outage_backoff = Backoff(std::min<std::chrono::milliseconds>(std::chrono::seconds(1),
+                                                                      options.outage_backoff_cap),
+                                   2.0, options.outage_backoff_cap);
   state_->options = std::move(options);
 }
 
@@ -332,8 +432,7 @@ RelayStats Relay::run(std::stop_token stop) {
     for (int i = 0; i < state_->options.workers; ++i) {
       threads.emplace_back([&, i] {
         try {
-          Worker worker(state_->options, *state_->publisher, state_->published, state_->failed,
-                        state_->batches, i);
+          Worker worker(*state_, i);
           worker.run(abort.get_token());
         } catch (...) {
           std::lock_guard lock(error_mutex);
@@ -348,7 +447,8 @@ RelayStats Relay::run(std::stop_token stop) {
 }
 
 RelayStats Relay::stats() const {
-  return {state_->published.load(), state_->failed.load(), state_->batches.load()};
+  return {state_->published.load(), state_->failed.load(), state_->dead_lettered.load(),
+          state_->batches.load()};
 }
 
 }  // namespace txbox::relay

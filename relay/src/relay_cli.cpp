@@ -117,6 +117,14 @@ int relay_main(int argc, char** argv) {
   app.add_option("--retry-base", retry_base_ms, "first retry delay in ms (default 500)");
   app.add_option("--retry-factor", options.retry.factor, "retry delay growth factor (default 2)");
   app.add_option("--retry-cap", retry_cap_ms, "longest retry delay in ms (default 300000)");
+  app.add_option("--max-attempts", options.retry.max_attempts,
+                 "publish attempts before a failing message is dead-lettered (default 10; attempts "
+                 "while the whole broker is down do not count)");
+  int64_t outage_cap_ms = options.outage_backoff_cap.count();
+  app.add_option("--outage-backoff-cap", outage_cap_ms,
+                 "longest wait in ms between probes while the broker is down (default 30000)");
+  app.add_flag("--publish-dead-letters", options.publish_dead_letters,
+               "also publish dead letters to <destination>.dlq with dlq-* headers");
   app.add_option("--compression", options.compression,
                  "Kafka compression: none, gzip, snappy, lz4, zstd (default none)");
   app.add_option("--kafka-property", kafka_properties,
@@ -136,6 +144,7 @@ int relay_main(int argc, char** argv) {
     shutdown_ms = options.shutdown_timeout.count();
     retry_base_ms = options.retry.base.count();
     retry_cap_ms = options.retry.cap.count();
+    outage_cap_ms = options.outage_backoff_cap.count();
   }
   try {
     app.parse(argc, argv);
@@ -152,6 +161,7 @@ int relay_main(int argc, char** argv) {
   options.shutdown_timeout = std::chrono::milliseconds(shutdown_ms);
   options.retry.base = std::chrono::milliseconds(retry_base_ms);
   options.retry.cap = std::chrono::milliseconds(retry_cap_ms);
+  options.outage_backoff_cap = std::chrono::milliseconds(outage_cap_ms);
 
   cli::setup_logging("txbox-relay", log_level);
   return cli::guarded("txbox-relay", options.database_url, [&] {
@@ -172,8 +182,9 @@ int relay_main(int argc, char** argv) {
     auto stats = relay.run(stop.get_token());
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    spdlog::info("stopped: {} messages published in {} batches, {} failed attempts, {:.1f} s ({:.0f} msg/s)",
-                 stats.published, stats.batches, stats.failed, seconds,
+    spdlog::info("stopped: {} messages published in {} batches, {} failed attempts, {} dead-lettered, "
+                 "{:.1f} s ({:.0f} msg/s)",
+                 stats.published, stats.batches, stats.failed, stats.dead_lettered, seconds,
                  seconds > 0 ? static_cast<double>(stats.published) / seconds : 0.0);
     return cli::kExitOk;
   });

@@ -16,6 +16,9 @@ struct RetryOptions {
   std::chrono::milliseconds base{500};
   double factor = 2.0;
   std::chrono::milliseconds cap{std::chrono::minutes(5)};
+  // Publish attempts before a transiently failing row is dead-lettered.
+  // Attempts made while the broker is down as a whole do not count.
+  int max_attempts = 10;
 };
 
 struct RelayOptions {
@@ -35,6 +38,11 @@ struct RelayOptions {
   // Batches a worker drains from one lane before moving on (fairness).
   int batches_per_lane = 8;
   RetryOptions retry;
+  // Also publish each dead letter to "<destination>.dlq" (with dlq-* headers);
+  // the txbox.dead_letters table keeps it either way.
+  bool publish_dead_letters = false;
+  // While the broker is down as a whole: wait between probes, growing to this.
+  std::chrono::milliseconds outage_backoff_cap{std::chrono::seconds(30)};
   // Broker client settings.
   std::string compression = "none";
   brokers::Properties broker_properties;  // passed through (librdkafka properties for Kafka)

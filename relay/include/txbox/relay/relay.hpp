@@ -21,12 +21,15 @@ namespace txbox::relay {
 
 struct RelayStats {
   uint64_t published = 0;  // confirmed and deleted
-  uint64_t failed = 0;     // publish attempts that failed (rows kept for retry)
+  uint64_t failed = 0;     // publish attempts that failed (retried or dead-lettered)
+  uint64_t dead_lettered = 0;  // rows moved to txbox.dead_letters
   uint64_t batches = 0;
 };
 
 class Relay {
  public:
+  struct State;
+
   // `publisher` is shared by all workers; pass nullptr to create one from
   // options.broker_url. Validates the options and checks the database schema
   // (throws std::invalid_argument / outbox::SchemaError / pqxx errors).
@@ -43,7 +46,6 @@ class Relay {
   RelayStats stats() const;
 
  private:
-  struct State;
   std::unique_ptr<State> state_;
 };
 
