@@ -31,28 +31,70 @@ pqxx::connection& InboxConsumer::connection() {
   return *conn_;
 }
 
-std::optional<inbox::Outcome> InboxConsumer::poll_once() {
-  if (!pending_) pending_ = consumer_.poll(options_.poll_timeout);
+std::optional<Result> InboxConsumer::poll_once() {
+  if (!pending_) {
+    pending_ = consumer_.poll(options_.poll_timeout);
+    pending_attempts_ = 0;
+  }
   if (!pending_) return std::nullopt;
   const brokers::Delivery& delivery = *pending_;
   inbox::Outcome outcome;
   try {
+    ++pending_attempts_;
     outcome = inbox_.process(connection(), dedup_id(delivery),
                              [&](pqxx::transaction_base& tx) { handler_(tx, delivery); });
   } catch (const pqxx::broken_connection&) {
+    // The database, not the message, failed: retried without counting.
     conn_.reset();
+    --pending_attempts_;
     ++stats_.failures;
     throw;
-  } catch (...) {
+  } catch (const std::exception& e) {
     ++stats_.failures;
+    bool permanent = dynamic_cast<const PermanentError*>(&e) != nullptr;
+    if ((permanent || pending_attempts_ >= options_.max_attempts) && options_.dead_letter_publisher &&
+        dead_letter(delivery, e.what())) {
+      consumer_.ack(delivery);
+      pending_.reset();
+      ++stats_.dead_lettered;
+      return Result::dead_lettered;
+    }
     throw;
   }
   // The inbox row is committed: from here a crash only causes a duplicate.
   consumer_.ack(delivery);
   pending_.reset();
-  if (outcome == inbox::Outcome::processed) ++stats_.processed;
-  else ++stats_.duplicates;
-  return outcome;
+  if (outcome == inbox::Outcome::processed) {
+    ++stats_.processed;
+    return Result::processed;
+  }
+  ++stats_.duplicates;
+  return Result::duplicate;
+}
+
+bool InboxConsumer::dead_letter(const brokers::Delivery& delivery, const std::string& error) {
+  brokers::Message letter = delivery.message;
+  letter.destination = delivery.source + ".dlq";
+  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                 .count();
+  letter.headers.emplace_back("dlq-error", error);
+  letter.headers.emplace_back("dlq-original-topic", delivery.source);
+  letter.headers.emplace_back("dlq-original-partition", std::to_string(delivery.partition));
+  letter.headers.emplace_back("dlq-original-offset", std::to_string(delivery.offset));
+  letter.headers.emplace_back("dlq-timestamp", std::to_string(now));
+  letter.headers.emplace_back("dlq-attempts", std::to_string(pending_attempts_));
+  auto results = options_.dead_letter_publisher->publish(std::span(&letter, 1), options_.dead_letter_timeout);
+  if (results.empty() || !results[0].confirmed) {
+    spdlog::error("consumer '{}': could not publish message {} to {}: {}; it stays unacked and is retried",
+                  inbox_.consumer(), dedup_id(delivery), letter.destination,
+                  results.empty() ? "no result" : results[0].error);
+    return false;
+  }
+  spdlog::error("consumer '{}': message {} from {}[{}]@{} sent to {} after {} attempt(s): {}", inbox_.consumer(),
+                dedup_id(delivery), delivery.source, delivery.partition, delivery.offset, letter.destination,
+                pending_attempts_, error);
+  return true;
 }
 
 ConsumeStats InboxConsumer::run(std::stop_token stop,

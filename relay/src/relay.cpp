@@ -160,6 +160,18 @@ class Worker {
                        index_, first_line(e.what()));
         reported_down = true;
         sleep(stop, reconnect_backoff.next());
+      } catch (const pqxx::sql_error& e) {
+        // Server shutting down or restarting (57P01..57P03), or the
+        // connection dropped mid-statement (08xxx): reconnect like above.
+        // Anything else is a real error and stops the relay.
+        const std::string& state = e.sqlstate();
+        if (!(state.starts_with("57P") || state.starts_with("08"))) throw;
+        conn_.reset();
+        if (!reported_down)
+          spdlog::warn("worker {}: PostgreSQL went away ({}); reconnecting with backoff", index_,
+                       first_line(e.what()));
+        reported_down = true;
+        sleep(stop, reconnect_backoff.next());
       } catch (const pqxx::in_doubt_error& e) {
         // The commit may or may not have happened: either way the rows are
         // republished or already gone, never lost.

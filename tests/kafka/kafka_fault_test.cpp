@@ -5,6 +5,7 @@
 // anything unknown at the publish timeout is a transient failure.
 
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <map>
@@ -118,6 +119,35 @@ bool eventually(Pred pred, std::chrono::milliseconds within, std::chrono::millis
   return pred();
 }
 
+// Records when healthy() first turns false after start (polled every 10 ms).
+class HealthWatch {
+ public:
+  explicit HealthWatch(const txbox::brokers::Publisher& publisher)
+      : start_(Clock::now()), thread_([this, &publisher] {
+          while (!stop_.load()) {
+            if (!publisher.healthy()) {
+              unhealthy_after_.store(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         Clock::now() - start_)
+                                         .count());
+              return;
+            }
+            std::this_thread::sleep_for(10ms);
+          }
+        }) {}
+  ~HealthWatch() {
+    stop_.store(true);
+    thread_.join();
+  }
+  // Milliseconds from construction to the first healthy() == false, or -1.
+  long long unhealthy_after() const { return unhealthy_after_.load(); }
+
+ private:
+  Clock::time_point start_;
+  std::atomic<bool> stop_{false};
+  std::atomic<long long> unhealthy_after_{-1};
+  std::thread thread_;
+};
+
 // Publishes fresh batches until one is fully confirmed (the cluster has
 // recovered) or `within` passed; returns the confirmed batch's ids.
 std::set<std::string> publish_until_confirmed(txbox::brokers::Publisher& publisher,
@@ -140,7 +170,7 @@ std::set<std::string> publish_until_confirmed(txbox::brokers::Publisher& publish
 
 }  // namespace
 
-TEST_CASE("transient Produce errors are retried by librdkafka; only delivered messages are confirmed",
+TEST_CASE("transient Produce errors are retried by librdkafka and only delivered messages are confirmed",
           "[kafka][fault]") {
   KafkaMock mock;
   const std::string topic = txbox::test::unique_name("fault_transient");
@@ -185,7 +215,24 @@ TEST_CASE("TOPIC_AUTHORIZATION_FAILED on Produce fails the batch permanently wit
                                        Catch::Contains("TOPIC_AUTHORIZATION_FAILED"));
   }
   // The producer stays usable (no fatal idempotence error) once the error is gone.
-  require_all_confirmed(publisher->publish(make_messages(topic, "after", 3), 10s));
+  std::vector<PublishResult> after;
+  std::chrono::milliseconds took{};
+  int attempts = 0;
+  const bool recovered = eventually(
+      [&] {
+        after = publisher->publish(make_messages(topic, "after", 3), 10s);
+        if (attempts++ == 0 && !after[0].confirmed)
+          WARN("first publish after the error: " << to_string(after[0].error_class) << ": "
+                                                  << after[0].error);
+        for (const auto& r : after)
+          if (!r.confirmed) return false;
+        return true;
+      },
+      60s, &took);
+  INFO("last error: " << after[0].error);
+  REQUIRE(recovered);
+  WARN("publishes to the topic confirmed again after " << took.count() << " ms, attempt "
+                                                       << attempts);
   CHECK(publisher->healthy());
 }
 
@@ -246,6 +293,7 @@ TEST_CASE("a killed broker fails publishes transiently and they recover after a 
   const auto in_flight = make_messages(topic, "inflight", 10);
   auto pending = std::async(std::launch::async, [&] { return publisher->publish(in_flight, 3s); });
   std::this_thread::sleep_for(300ms);
+  HealthWatch watch(*publisher);
   mock.kill();
   const auto start = Clock::now();
   const auto results = pending.get();
@@ -256,12 +304,15 @@ TEST_CASE("a killed broker fails publishes transiently and they recover after a 
   const auto down_start = Clock::now();
   require_transient_failures(publisher->publish(make_messages(topic, "down", 5), 1s));
   CHECK(Clock::now() - down_start < 2s);
-  std::chrono::milliseconds detection{};
-  REQUIRE(eventually([&] { return !publisher->healthy(); }, 15s, &detection));
-  WARN("healthy() turned false " << detection.count() << " ms after the second publish while down");
+  REQUIRE(eventually([&] { return !publisher->healthy(); }, 15s));
+  WARN("healthy() turned false " << watch.unhealthy_after() << " ms after the kill");
 
   mock.restart();
+  const auto restarted = Clock::now();
   const auto recovered = publish_until_confirmed(*publisher, topic, "after", 30s);
+  WARN("a batch was confirmed again "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - restarted).count()
+       << " ms after the restart");
   REQUIRE(eventually([&] { return publisher->healthy(); }, 5s));
 
   const auto seen = consume_ids(mock, topic, recovered);
@@ -271,7 +322,7 @@ TEST_CASE("a killed broker fails publishes transiently and they recover after a 
   }
 }
 
-TEST_CASE("all brokers down: publish returns within its timeout with transient failures; all-up recovers",
+TEST_CASE("all brokers down: publish returns within its timeout with transient failures and all-up recovers",
           "[kafka][fault]") {
   KafkaMock mock(2);
   const std::string topic = txbox::test::unique_name("fault_alldown");
@@ -279,6 +330,7 @@ TEST_CASE("all brokers down: publish returns within its timeout with transient f
   auto publisher = kafka::make_publisher(producer_options(mock, 30000ms));
   require_all_confirmed(publisher->publish(make_messages(topic, "warm", 5), 10s));
 
+  HealthWatch watch(*publisher);
   mock.control("all-down");
   const auto start = Clock::now();
   const auto results = publisher->publish(make_messages(topic, "down", 10), 2s);
@@ -287,12 +339,15 @@ TEST_CASE("all brokers down: publish returns within its timeout with transient f
   CHECK(took >= 1900ms);
   CHECK(took < 3s);
   for (const auto& r : results) CHECK_THAT(r.error, Catch::Contains("publish timeout of 2000 ms"));
-  std::chrono::milliseconds detection{};
-  REQUIRE(eventually([&] { return !publisher->healthy(); }, 15s, &detection));
-  WARN("healthy() turned false " << (took + detection).count() / 1000000 << " ms after all-down");
+  REQUIRE(eventually([&] { return !publisher->healthy(); }, 15s));
+  WARN("healthy() turned false " << watch.unhealthy_after() << " ms after all-down");
 
   mock.control("all-up");
+  const auto up = Clock::now();
   const auto recovered = publish_until_confirmed(*publisher, topic, "up", 30s);
+  WARN("a batch was confirmed again "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - up).count()
+       << " ms after all-up");
   REQUIRE(eventually([&] { return publisher->healthy(); }, 5s));
   const auto seen = consume_ids(mock, topic, recovered);
   for (const auto& id : recovered) {

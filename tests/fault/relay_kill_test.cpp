@@ -6,7 +6,7 @@
 #include <pqxx/pqxx>
 #include <thread>
 
-#include "kafka_support.hpp"
+#include "../relay/kafka_support.hpp"
 #include "support/process.hpp"
 #include "txbox/consumer/inbox_consumer.hpp"
 #include "txbox/outbox/outbox.hpp"

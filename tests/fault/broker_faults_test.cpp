@@ -1,0 +1,174 @@
+// Broker-side faults on a private Kafka mock: the broker process killed and
+// restarted on the same ports, a poison message, transient and permanent
+// errors injected into Produce requests.
+#include <csignal>
+
+#include "fault_support.hpp"
+#include "support/kafka_mock.hpp"
+
+namespace test = txbox::test;
+using namespace std::chrono_literals;
+
+TEST_CASE("broker killed mid-drain and restarted on the same ports 5 s later: nothing lost", "[fault]") {
+  constexpr int kMessages = 30000, kKeys = 300;
+  test::KafkaMock kafka(1);
+  auto url = test::create_database("brokerkill");
+  auto topic = test::unique_name("orders");
+  test::fill_outbox(url, topic, kMessages, kKeys);
+  test::create_effects_table(url);
+  auto log = "/tmp/" + topic + ".log";
+  std::vector<std::string> consumer_command{test::binary_path("txbox-test-consumer"), "--database-url",
+                                            test::fast_commit(url), "--bootstrap-servers", kafka.bootstrap(),
+                                            "--topic", topic, "--group", "billing", "--expect",
+                                            std::to_string(kMessages)};
+  auto consumer = std::make_unique<test::Process>(consumer_command, log + ".consumer");
+  test::Process relay(test::relay_command(url, kafka.bootstrap(),
+                                          {"--workers", "4", "--batch-size", "100", "--publish-timeout", "5000",
+                                           "--kafka-property", "message.timeout.ms=4000"}),
+                      log);
+  test::wait_for([&] { return test::outbox_rows(url) <= kMessages * 2 / 3; }, 60s);
+
+  // The mock keeps messages in memory only, so before killing it let the
+  // consumer read everything the broker has confirmed so far (a real Kafka
+  // keeps them on disk): pause the relay, wait for the consumer to go quiet.
+  relay.signal(SIGSTOP);
+  long long seen = -1;
+  test::wait_for(
+      [&] {
+        long long now = test::scalar(url, "SELECT count(*) FROM effects");
+        bool quiet = now == seen && now >= kMessages - test::outbox_rows(url);
+        seen = now;
+        if (!quiet) std::this_thread::sleep_for(2s);
+        return quiet;
+      },
+      120s);
+  consumer.reset();  // SIGKILL
+  kafka.kill();
+  relay.signal(SIGCONT);  // mid-drain, with the broker gone
+  std::this_thread::sleep_for(5s);
+  CHECK(relay.running());
+  kafka.restart();
+  consumer = std::make_unique<test::Process>(consumer_command, log + ".consumer");
+
+  REQUIRE(relay.wait(4min) == std::optional<int>(0));
+  CHECK(test::outbox_rows(url) == 0);
+  CHECK(consumer->wait(4min) == std::optional<int>(0));
+  test::check_effects(url, kMessages);
+  auto output = test::read_file(log);
+  // One line per state change, not one per message.
+  CHECK(test::count_lines_with(output, "broker unavailable") >= 1);
+  CHECK(test::count_lines_with(output, "broker unavailable") <= 8);
+  CHECK(test::count_lines_with(output, "broker available again") >= 1);
+  CHECK(test::scalar(url, "SELECT count(*) FROM txbox.dead_letters") == 0);
+}
+
+TEST_CASE("one poison message among 10,000 is dead-lettered after max attempts while its key waits", "[fault]") {
+  constexpr int kMessages = 10000, kKeys = 100;
+  test::KafkaMock kafka(1);
+  auto url = test::create_database("poison");
+  auto topic = test::unique_name("orders");
+  // A destination whose only partition has no leader: every publish to it
+  // times out, a transient error that never clears.
+  kafka.control("topic-create poison 1 1");
+  kafka.control("partition-leader poison 0 -1");
+  test::fill_outbox(url, topic, kMessages / 2, kKeys);
+  long long poison_id;
+  {
+    pqxx::connection conn(url);
+    pqxx::work tx(conn);
+    poison_id = tx.exec1("INSERT INTO txbox.outbox (destination, message_key, payload) VALUES "
+                         "('poison', 'key-7', 'poison') RETURNING id")[0]
+                    .as<long long>();
+    tx.commit();
+  }
+  // The second half, with sequence numbers continuing per key.
+  {
+    pqxx::connection conn(url);
+    txbox::outbox::Outbox outbox;
+    std::vector<txbox::outbox::Message> batch;
+    for (int i = kMessages / 2; i < kMessages; ++i) {
+      std::string key = "key-" + std::to_string(i % kKeys);
+      batch.push_back({topic, key, key + ":" + std::to_string(i / kKeys), {}, {}});
+    }
+    pqxx::work tx(conn);
+    outbox.enqueue(tx, batch);
+    tx.commit();
+  }
+  const long long later_rows_of_key =
+      test::scalar(url, "SELECT count(*) FROM txbox.outbox WHERE message_key = 'key-7' AND id > " + std::to_string(poison_id));
+  auto log = "/tmp/" + topic + ".log";
+  test::Process relay(test::relay_command(url, kafka.bootstrap(),
+                                          {"--workers", "4", "--batch-size", "100", "--max-attempts", "4",
+                                           "--retry-base", "300", "--retry-cap", "1000", "--publish-timeout",
+                                           "5000", "--kafka-property", "message.timeout.ms=1500"}),
+                      log);
+  // While the poison is being retried, its key's later messages wait in the
+  // outbox; every other key drains.
+  bool observed = test::wait_for(
+      [&] {
+        return test::scalar(url, "SELECT coalesce(max(attempts), 0) FROM txbox.outbox WHERE id = " +
+                                     std::to_string(poison_id)) >= 2 &&
+               test::scalar(url, "SELECT count(*) FROM txbox.outbox WHERE message_key <> 'key-7'") == 0;
+      },
+      90s);
+  CHECK(observed);
+  if (observed)
+    CHECK(test::scalar(url, "SELECT count(*) FROM txbox.outbox WHERE message_key = 'key-7' AND id > " +
+                                std::to_string(poison_id)) == later_rows_of_key);
+  REQUIRE(relay.wait(3min) == std::optional<int>(0));
+  CHECK(test::outbox_rows(url) == 0);
+
+  pqxx::connection conn(url);
+  pqxx::nontransaction tx(conn);
+  auto dead = tx.exec("SELECT destination, message_key, attempts, error_class, last_error, payload FROM txbox.dead_letters");
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0][0].as<std::string>() == "poison");
+  CHECK(dead[0][1].as<std::string>() == "key-7");
+  CHECK(dead[0][2].as<int>() == 4);
+  CHECK(dead[0][3].as<std::string>() == "transient");
+  CHECK_THAT(dead[0][4].as<std::string>(), Catch::Matchers::Contains("gave up after 4 attempts"));
+  test::consume_into_effects(url, kafka.bootstrap(), topic, kMessages);
+  test::check_effects(url, kMessages);
+}
+
+TEST_CASE("injected errors: transient ones are retried and delivered, permanent ones dead-lettered at once", "[fault]") {
+  test::KafkaMock kafka(1);
+  auto url = test::create_database("inject");
+  auto topic = test::unique_name("orders");
+  auto command = test::relay_command(url, kafka.bootstrap(), {"--workers", "2", "--batch-size", "50"});
+
+  // Transient: the next Produce requests fail with retriable errors.
+  test::fill_outbox(url, topic, 500, 10);
+  kafka.control("push-errors Produce NOT_ENOUGH_REPLICAS NOT_LEADER_FOR_PARTITION REQUEST_TIMED_OUT");
+  {
+    test::Process relay(command, "/tmp/" + topic + ".log");
+    REQUIRE(relay.wait(2min) == std::optional<int>(0));
+  }
+  CHECK(test::outbox_rows(url) == 0);
+  CHECK(test::scalar(url, "SELECT count(*) FROM txbox.dead_letters") == 0);
+  test::consume_into_effects(url, kafka.bootstrap(), topic, 500);
+  test::check_effects(url, 500);
+
+  // Permanent: the topic is not authorised; one attempt, then a dead letter.
+  auto denied = test::unique_name("denied");
+  kafka.control("topic-create " + denied + " 1 1");
+  kafka.control("topic-error " + denied + " TOPIC_AUTHORIZATION_FAILED");
+  {
+    pqxx::connection conn(url);
+    pqxx::work tx(conn);
+    tx.exec0("INSERT INTO txbox.outbox (destination, message_key, payload) VALUES (" + tx.quote(denied) +
+             ", 'k', 'x')");
+    tx.commit();
+  }
+  {
+    test::Process relay(command, "/tmp/" + topic + ".log");
+    REQUIRE(relay.wait(2min) == std::optional<int>(0));
+  }
+  CHECK(test::outbox_rows(url) == 0);
+  pqxx::connection conn(url);
+  pqxx::nontransaction tx(conn);
+  auto dead = tx.exec1("SELECT attempts, error_class, last_error FROM txbox.dead_letters");
+  CHECK(dead[0].as<int>() == 1);
+  CHECK(dead[1].as<std::string>() == "permanent");
+  CHECK_THAT(dead[2].as<std::string>(), Catch::Matchers::Contains("uthoriz"));
+}
