@@ -149,10 +149,11 @@ TEST_CASE("injected errors: transient ones are retried and delivered, permanent 
   test::consume_into_effects(url, kafka.bootstrap(), topic, 500);
   test::check_effects(url, 500);
 
-  // Permanent: the topic is not authorised; one attempt, then a dead letter.
+  // Permanent: the broker answers the Produce request "not authorised";
+  // one attempt, then a dead letter.
   auto denied = test::unique_name("denied");
   kafka.control("topic-create " + denied + " 1 1");
-  kafka.control("topic-error " + denied + " TOPIC_AUTHORIZATION_FAILED");
+  kafka.control("push-errors Produce TOPIC_AUTHORIZATION_FAILED");
   {
     pqxx::connection conn(url);
     pqxx::work tx(conn);

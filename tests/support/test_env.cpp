@@ -62,6 +62,7 @@ std::string binary_path(const std::string& name) {
   std::string dir = TXBOX_BINARY_DIR;
   if (name == "txbox-relay" || name == "txbox") return dir + "/relay/" + name;
   if (name == "txbox-kafka-mock") return dir + "/scripts/" + name;
+  if (name == "txbox-test-consumer") return dir + "/tests/consumer/" + name;
   return dir + "/" + name;
 }
 
