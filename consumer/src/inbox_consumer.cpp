@@ -34,7 +34,8 @@ pqxx::connection& InboxConsumer::connection() {
 std::optional<Result> InboxConsumer::poll_once() {
   if (!pending_) {
     pending_ = consumer_.poll(options_.poll_timeout);
-    pending_attempts_ = 0;
+    // Earlier deliveries (to crashed consumers) count as attempts too.
+    pending_attempts_ = pending_ ? std::max(0, pending_->delivery_attempt - 1) : 0;
   }
   if (!pending_) return std::nullopt;
   const brokers::Delivery& delivery = *pending_;
@@ -52,12 +53,18 @@ std::optional<Result> InboxConsumer::poll_once() {
   } catch (const std::exception& e) {
     ++stats_.failures;
     bool permanent = dynamic_cast<const PermanentError*>(&e) != nullptr;
-    if ((permanent || pending_attempts_ >= options_.max_attempts) && options_.dead_letter_publisher &&
-        dead_letter(delivery, e.what())) {
-      consumer_.ack(delivery);
-      pending_.reset();
-      ++stats_.dead_lettered;
-      return Result::dead_lettered;
+    if (permanent || pending_attempts_ >= options_.max_attempts) {
+      // The broker's own dead-letter mechanism first; else "<source>.dlq".
+      bool settled = consumer_.dead_letter(delivery, e.what());
+      if (!settled && options_.dead_letter_publisher && dead_letter(delivery, e.what())) {
+        consumer_.ack(delivery);
+        settled = true;
+      }
+      if (settled) {
+        pending_.reset();
+        ++stats_.dead_lettered;
+        return Result::dead_lettered;
+      }
     }
     throw;
   }

@@ -4,12 +4,28 @@
 
 #include "txbox/brokers/url.hpp"
 #include "txbox/kafka/kafka.hpp"
+// @rabbitmq-include@
+// @nats-include@
+// @redis-include@
 #include "txbox/relay/relay.hpp"
 
 namespace txbox::relay {
 
 namespace {
-constexpr const char* kSupported = "supported is kafka://host:port[,host:port]";
+constexpr const char* kSupported =
+    "supported are kafka://host:port[,host:port]"
+    // @rabbitmq-scheme-text@
+    // @nats-scheme-text@
+    // @redis-scheme-text@
+    ;
+
+bool supported(const std::string& scheme) {
+  return scheme == "kafka"
+         // @rabbitmq-scheme@
+         // @nats-scheme@
+         // @redis-scheme@
+      ;
+}
 
 [[noreturn]] void unknown_scheme(const brokers::BrokerUrl& url) {
   throw std::invalid_argument(fmt::format("unknown broker scheme '{}' in broker URL '{}': {}",
@@ -19,7 +35,7 @@ constexpr const char* kSupported = "supported is kafka://host:port[,host:port]";
 
 void check_broker_url(const std::string& broker_url) {
   auto url = brokers::parse_broker_url(broker_url);
-  if (url.scheme != "kafka") unknown_scheme(url);
+  if (!supported(url.scheme)) unknown_scheme(url);
 }
 
 std::shared_ptr<brokers::Publisher> make_publisher(const RelayOptions& options) {
@@ -31,6 +47,9 @@ std::shared_ptr<brokers::Publisher> make_publisher(const RelayOptions& options) 
     producer.properties = options.broker_properties;
     return kafka::make_publisher(producer);
   }
+  // @rabbitmq-publisher@
+  // @nats-publisher@
+  // @redis-publisher@
   unknown_scheme(url);
 }
 

@@ -24,6 +24,9 @@ std::string required_env(const char* name) {
 
 std::string pg_admin_url() { return required_env("TXBOX_TEST_PG_URL"); }
 std::string kafka_bootstrap() { return required_env("TXBOX_TEST_KAFKA_BOOTSTRAP"); }
+std::string rabbitmq_url() { return required_env("TXBOX_TEST_RABBITMQ_URL"); }
+std::string nats_url() { return required_env("TXBOX_TEST_NATS_URL"); }
+std::string redis_url() { return required_env("TXBOX_TEST_REDIS_URL"); }
 
 std::string unique_name(const std::string& prefix) {
   static std::atomic<int> counter{0};

@@ -14,6 +14,10 @@ std::string required_env(const char* name);
 std::string pg_admin_url();
 // Bootstrap servers (host:port,...) of the Kafka mock cluster process.
 std::string kafka_bootstrap();
+// Broker URLs of the other test servers (scripts/test-env.sh):
+std::string rabbitmq_url();  // TXBOX_TEST_RABBITMQ_URL, amqp://guest:guest@127.0.0.1:PORT/
+std::string nats_url();      // TXBOX_TEST_NATS_URL, nats://127.0.0.1:PORT
+std::string redis_url();     // TXBOX_TEST_REDIS_URL, redis://127.0.0.1:PORT
 
 // A name unique to this process and call: prefix-<pid>-<counter>-<random>.
 // Only [a-z0-9_] so it is valid as a database, topic or queue name.

@@ -60,6 +60,19 @@ class Consumer {
   // returns only once the broker accepted the ack; throws BrokerError otherwise.
   virtual void ack(const Delivery& delivery) = 0;
 
+  // Adapter-native dead-lettering of a message the consumer gives up on:
+  // RabbitMQ rejects it to the queue's dead-letter exchange, NATS publishes
+  // it to the dead-letter subject and terminates it, Redis adds it to the
+  // dead-letter stream and acks it. Returns true once the broker took it
+  // (the message is then settled; do not ack it). Returns false when the
+  // adapter has no native mechanism (Kafka): the caller then publishes it to
+  // "<source>.dlq" itself and acks. Throws BrokerError if the broker failed.
+  virtual bool dead_letter(const Delivery& delivery, const std::string& reason) {
+    (void)delivery;
+    (void)reason;
+    return false;
+  }
+
   // Leaves the group cleanly. Idempotent; also done by the destructor.
   virtual void close() = 0;
 };

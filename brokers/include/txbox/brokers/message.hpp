@@ -43,6 +43,10 @@ struct Delivery {
   int32_t partition = 0;  // Kafka partition (0 where the broker has none)
   int64_t offset = 0;     // Kafka offset, or broker delivery sequence
   std::string ack_token;  // adapter-specific (delivery tag, stream entry id, ...)
+  // How many times the broker has delivered this message, this time
+  // included, where the broker tracks it (NATS num_delivered, Redis
+  // delivery count, RabbitMQ: 2 when redelivered); 1 otherwise.
+  int delivery_attempt = 1;
 };
 
 }  // namespace txbox::brokers
