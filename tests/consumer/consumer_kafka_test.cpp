@@ -2,6 +2,7 @@
 // after the inbox commit, redelivery after a crash skipped by the inbox.
 #include <catch2/catch.hpp>
 #include <pqxx/pqxx>
+#include <thread>
 
 #include "support/test_env.hpp"
 #include "txbox/consumer/inbox_consumer.hpp"
@@ -172,4 +173,30 @@ TEST_CASE("a crash between the inbox commit and the offset commit: the redeliver
   InboxConsumer c(*kafka, f.url, txbox::inbox::Inbox("c"), record);
   CHECK(poll_until_message(c, std::chrono::seconds(60)) == std::optional<Result>(Result::duplicate));
   CHECK(f.effects() == 1);
+}
+
+TEST_CASE("graceful shutdown finishes the message in hand, commits it and leaves the group", "[consumer]") {
+  Fixture f;
+  f.publish({"slow", "next"});
+  std::stop_source stop;
+  {
+    auto kafka = f.consumer();
+    InboxConsumer c(*kafka, f.url, txbox::inbox::Inbox("c"), [&](pqxx::transaction_base& tx, const Delivery& d) {
+      stop.request_stop();  // the signal arrives while this message is in hand
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      record(tx, d);
+    });
+    auto stats = c.run(stop.get_token());
+    CHECK(stats.processed == 1);
+    kafka->close();
+  }
+  CHECK(f.effects() == 1);
+  // The next member of the group starts after the committed message.
+  auto kafka = f.consumer();
+  InboxConsumer c(*kafka, f.url, txbox::inbox::Inbox("c"), record);
+  CHECK(poll_until_message(c, std::chrono::seconds(60)) == std::optional<Result>(Result::processed));
+  CHECK(f.effects() == 2);
+  pqxx::connection conn(f.url);
+  pqxx::nontransaction tx(conn);
+  CHECK(tx.exec1("SELECT count(*) FROM effects WHERE payload = 'next'")[0].as<int>() == 1);
 }

@@ -1,7 +1,10 @@
 // Broker-side faults on a private Kafka mock: the broker process killed and
 // restarted on the same ports, a poison message, transient and permanent
 // errors injected into Produce requests.
+#include <unistd.h>
+
 #include <csignal>
+#include <sstream>
 
 #include "fault_support.hpp"
 #include "support/kafka_mock.hpp"
@@ -172,4 +175,74 @@ TEST_CASE("injected errors: transient ones are retried and delivered, permanent 
   CHECK(dead[0].as<int>() == 1);
   CHECK(dead[1].as<std::string>() == "permanent");
   CHECK_THAT(dead[2].as<std::string>(), Catch::Matchers::Contains("uthoriz"));
+}
+
+namespace {
+// CPU seconds (user + system) a process has used so far.
+double cpu_seconds(pid_t pid) {
+  auto stat = test::read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto fields = stat.substr(stat.rfind(')') + 2);
+  std::istringstream in(fields);
+  std::string skip;
+  for (int i = 0; i < 11; ++i) in >> skip;  // fields 3..13
+  double utime = 0, stime = 0;
+  in >> utime >> stime;
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+}  // namespace
+
+TEST_CASE("broker down at start: the relay waits at near-zero CPU, then resumes by itself", "[fault]") {
+  test::KafkaMock kafka(1);
+  auto url = test::create_database("downatstart");
+  auto topic = test::unique_name("orders");
+  test::fill_outbox(url, topic, 2000, 20);
+  kafka.kill();
+  auto log = "/tmp/" + topic + ".log";
+  test::Process relay(test::relay_command(url, kafka.bootstrap(),
+                                          {"--publish-timeout", "2000", "--outage-backoff-cap", "2000",
+                                           "--kafka-property", "message.timeout.ms=1500"}),
+                      log);
+  std::this_thread::sleep_for(4s);
+  REQUIRE(relay.running());
+  double before = cpu_seconds(relay.pid());
+  std::this_thread::sleep_for(5s);
+  double used = cpu_seconds(relay.pid()) - before;
+  INFO("CPU seconds used in 5 s of outage: " << used);
+  CHECK(used < 0.5);
+  CHECK(test::outbox_rows(url) == 2000);
+  CHECK(test::scalar(url, "SELECT count(*) FROM txbox.outbox WHERE attempts > 0") == 0);
+  kafka.restart();
+  REQUIRE(relay.wait(2min) == std::optional<int>(0));
+  auto output = test::read_file(log);
+  CHECK(test::count_lines_with(output, "broker unavailable") == 1);
+  CHECK(test::count_lines_with(output, "broker available again") == 1);
+  test::consume_into_effects(url, kafka.bootstrap(), topic, 2000);
+  test::check_effects(url, 2000);
+}
+
+TEST_CASE("a second signal exits at once and still loses nothing", "[fault]") {
+  test::KafkaMock kafka(1);
+  auto url = test::create_database("twosignals");
+  auto topic = test::unique_name("orders");
+  test::fill_outbox(url, topic, 3000, 30);
+  auto command = test::relay_command(url, kafka.bootstrap(), {"--workers", "2", "--batch-size", "100",
+                                                              "--shutdown-timeout", "60000"});
+  {
+    test::Process relay(command, "/tmp/" + topic + ".log");
+    test::wait_for([&] { return test::outbox_rows(url) < 3000; }, 60s);
+    kafka.control("rtt -1 5000");  // batches now wait 5 s for their confirmation
+    std::this_thread::sleep_for(500ms);
+    relay.signal(SIGTERM);
+    std::this_thread::sleep_for(300ms);
+    auto signalled = std::chrono::steady_clock::now();
+    relay.signal(SIGTERM);
+    CHECK(relay.wait(3s) == std::optional<int>(130));
+    CHECK(std::chrono::steady_clock::now() - signalled < 3s);
+  }
+  kafka.control("rtt -1 0");
+  CHECK(test::outbox_rows(url) > 0);
+  test::Process relay(command, "/tmp/" + topic + ".log");
+  REQUIRE(relay.wait(2min) == std::optional<int>(0));
+  test::consume_into_effects(url, kafka.bootstrap(), topic, 3000);
+  test::check_effects(url, 3000);
 }

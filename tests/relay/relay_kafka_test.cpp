@@ -118,3 +118,54 @@ TEST_CASE("3 relay processes x 4 workers keep per-key order over 50,000 messages
   CHECK(seen_payloads.size() == kMessages);
   CHECK(order_violations == 0);
 }
+
+TEST_CASE("bad rows are dead-lettered with a reason and never stall the relay", "[relay][dead_letters]") {
+  auto url = test::create_database("badrows");
+  auto topic = test::unique_name("orders");
+  pqxx::connection conn(url);
+  {
+    pqxx::work tx(conn);
+    auto q = tx.quote(topic);
+    tx.exec0("INSERT INTO txbox.outbox (destination, message_key, payload) VALUES ('', 'k1', 'no destination')");
+    tx.exec0("INSERT INTO txbox.outbox (destination, message_key, payload, headers) VALUES (" + q +
+             ", 'k2', 'array headers', '[\"a\"]')");
+    tx.exec0("INSERT INTO txbox.outbox (destination, message_key, payload, headers) VALUES (" + q +
+             ", 'k3', 'number header', '{\"n\": 1}')");
+    tx.exec0("INSERT INTO txbox.outbox (destination, message_key, payload) VALUES (" + q +
+             ", 'k4', convert_to(repeat('x', 20000), 'UTF8'))");
+    for (int i = 0; i < 10; ++i)
+      tx.exec0("INSERT INTO txbox.outbox (destination, message_key, payload) VALUES (" + q + ", 'k5', 'good " +
+               std::to_string(i) + "')");
+    tx.commit();
+  }
+  auto options = test::kafka_relay_options(url);
+  options.broker_properties["message.max.bytes"] = "10000";
+  options.publish_dead_letters = true;
+  Relay relay(options);
+  auto stats = relay.run({});
+  CHECK(stats.published == 10);
+  CHECK(stats.dead_lettered == 4);
+  CHECK(outbox_rows(conn) == 0);
+
+  pqxx::nontransaction tx(conn);
+  auto reason = [&](const std::string& key) {
+    auto rows = tx.exec("SELECT error_class || ': ' || last_error FROM txbox.dead_letters WHERE message_key = " +
+                        tx.quote(key));
+    return rows.empty() ? std::string("(none)") : rows[0][0].as<std::string>();
+  };
+  using Catch::Matchers::Contains;
+  CHECK_THAT(reason("k1"), Contains("permanent") && Contains("destination is empty"));
+  CHECK_THAT(reason("k2"), Contains("permanent") && Contains("headers must be a JSON object"));
+  CHECK_THAT(reason("k3"), Contains("permanent") && Contains("header 'n'"));
+  CHECK_THAT(reason("k4"), Contains("permanent") && Contains("message.max.bytes"));
+  // The good messages arrived; the publishable dead letters went to <topic>.dlq too.
+  CHECK(test::consume_topic(topic, 10, std::chrono::seconds(60)).size() == 10);
+  auto letters = test::consume_topic(topic + ".dlq", 2, std::chrono::seconds(60));
+  REQUIRE(letters.size() == 2);
+  for (const auto& letter : letters) {
+    CHECK(test::header(letter.message, "dlq-original-destination") == topic);
+    CHECK(test::header(letter.message, "dlq-attempts") == "1");
+    CHECK_FALSE(test::header(letter.message, "dlq-error").empty());
+    CHECK_FALSE(test::header(letter.message, "dlq-timestamp").empty());
+  }
+}

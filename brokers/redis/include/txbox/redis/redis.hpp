@@ -1,0 +1,64 @@
+#pragma once
+// Redis Streams adapter for txbox, built on hiredis. The public API exposes
+// only the broker-neutral interface; hiredis handles stay inside the library.
+//
+// Destination = stream key. Each message becomes one stream entry with the
+// fields `message-id`, `key` (omitted when the message has none), `payload`
+// and `headers` (a JSON object). See docs/brokers/redis.md.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "txbox/brokers/broker.hpp"
+#include "txbox/brokers/url.hpp"
+
+namespace txbox::redis {
+
+// From redis://[:password@]host:port[/db] (default port 6379, db 0; a user
+// name before the password is sent as AUTH user password, Redis 6 ACLs).
+// Query options:
+//   ?maxlen=N            XADD MAXLEN ~ N (approximate trimming; default: none)
+//   ?dedup_ttl=SECONDS   idempotence window (default 86400): a message id
+//                        published again within it is confirmed without a
+//                        second entry
+//   ?connect_timeout_ms=MS  (default 5000)
+// publish() sends a batch as one pipeline of EVALSHA calls of a Lua script
+// that sets txbox:dedup:<stream>:<message-id> (NX, EX ttl) and adds the entry
+// only when the key was new. Thread-safe: a pool of connections, one per
+// concurrent call, created lazily and dropped on any I/O error (reconnect on
+// the next call, with backoff). healthy() is false while the server is
+// unreachable or refuses writes as a whole (LOADING, OOM, READONLY, ...).
+// `properties` are not used yet; an unknown one throws std::invalid_argument.
+// Throws std::invalid_argument naming the problem for a bad URL or option,
+// brokers::BrokerError when the server rejects the credentials.
+std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url,
+                                                   const brokers::Properties& properties = {});
+
+struct ConsumerOptions {
+  std::string stream;
+  std::string group;
+  std::string consumer_name;
+  int count = 100;                              // entries per XREADGROUP / XAUTOCLAIM
+  std::chrono::milliseconds block{1000};        // longest XREADGROUP BLOCK within poll()
+  std::chrono::milliseconds claim_idle{30000};  // XAUTOCLAIM entries pending longer than this
+  int max_deliveries = 10;         // entries delivered more often go to the dead-letter stream
+  std::string dead_letter_stream;  // default "<stream>.dlq"
+};
+
+// Consumer-group reader of one stream. Creates the group if missing (at id 0,
+// MKSTREAM). poll() returns, in this order: entries of other (dead) consumers
+// idle longer than claim_idle, taken over with XAUTOCLAIM; this consumer's own
+// pending entries (after a restart); new entries (XREADGROUP >). Delivery:
+// source = stream, ack_token = entry id, offset = the id's millisecond part,
+// delivery_attempt = the entry's delivery count. Entries delivered more than
+// max_deliveries times are moved to the dead-letter stream instead of being
+// returned. ack() = XACK; dead_letter() = XADD to the dead-letter stream and
+// XACK in one MULTI/EXEC. Reconnects by itself (poll() returns nullopt while
+// the server is unreachable). Not thread-safe: one thread per consumer.
+// Throws std::invalid_argument for bad options, brokers::BrokerError when the
+// server rejects the credentials.
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const ConsumerOptions& options);
+
+}  // namespace txbox::redis
