@@ -9,15 +9,15 @@
 #include <pqxx/pqxx>
 
 #include "txbox/consumer/inbox_consumer.hpp"
-#include "txbox/kafka/kafka.hpp"
+#include "txbox/consumer/subscribe.hpp"
 
 int main(int argc, char** argv) {
-  std::string database_url, bootstrap, topic = "orders", group = "billing";
+  std::string database_url, broker_url, topic = "orders", group = "billing";
   int expect = 0, timeout_s = 120;
   CLI::App app{"Example consumer: order events -> customer totals, deduplicated by the txbox inbox"};
   app.add_option("--database-url", database_url, "PostgreSQL URL")->required();
-  app.add_option("--bootstrap-servers", bootstrap, "Kafka host:port[,host:port]")->required();
-  app.add_option("--topic", topic, "topic to read");
+  app.add_option("--broker-url", broker_url, "kafka://host:port, amqp://..., nats://..., redis://...")->required();
+  app.add_option("--topic", topic, "topic, queue, subject or stream to read");
   app.add_option("--group", group, "consumer group and inbox consumer name");
   app.add_option("--expect", expect, "stop after this many messages processed (0 = run until timeout)");
   app.add_option("--timeout", timeout_s, "give up after this many seconds");
@@ -32,11 +32,7 @@ int main(int argc, char** argv) {
           "amount_cents bigint NOT NULL)");
       tx.commit();
     }
-    txbox::kafka::ConsumerOptions options;
-    options.bootstrap_servers = bootstrap;
-    options.group_id = group;
-    options.topics = {topic};
-    auto consumer = txbox::kafka::make_consumer(options);
+    auto consumer = txbox::consumer::subscribe(broker_url, {topic, group});
     txbox::consumer::InboxConsumer inbox_consumer(
         *consumer, database_url, txbox::inbox::Inbox(group),
         [](pqxx::transaction_base& tx, const txbox::brokers::Delivery& delivery) {

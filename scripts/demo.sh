@@ -46,7 +46,7 @@ step "relay: txbox-relay --drain"
 "$build/relay/txbox-relay" --database-url "$db" --broker-url "kafka://$bootstrap" --workers 4 --drain
 
 step "consumer: order events -> customer totals, through the inbox"
-"$build/examples/txbox-example-order-consumer" --database-url "$db" --bootstrap-servers "$bootstrap" --expect "$orders"
+"$build/examples/txbox-example-order-consumer" --database-url "$db" --broker-url "kafka://$bootstrap" --expect "$orders"
 
 step "summary"
 psql -qAt "$db" <<SQL
