@@ -238,6 +238,7 @@ class Worker {
         throw;
       }
       unlock_quietly(lane);
+      if (outage_wait_.count() > 0) break;  // the broker is down: stop the round
     }
     return moved;
   }
