@@ -6,8 +6,8 @@
 //   relay-null   the relay's full SQL path (lanes, advisory locks, claim,
 //                delete) with a publisher that confirms instantly: the
 //                relay's own cost.
-//   relay-<url>  the real relay publishing to the broker and waiting for
-//                every confirmation.
+//   relay-<url>  the real relay publishing to each broker given and waiting
+//                for every confirmation.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -94,11 +94,15 @@ double relay_run(txbox::relay::RelayOptions options, std::shared_ptr<txbox::brok
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string database_url, broker_url;
+  std::string database_url;
+  std::vector<std::string> broker_urls;
+  std::string topic;
   int messages = 200000, keys = 1000, payload = 200, workers = 4, batch_size = 500, repeat = 1;
   CLI::App app{"txbox relay throughput benchmark"};
   app.add_option("--database-url", database_url, "database to use (its txbox.outbox is truncated!)")->required();
-  app.add_option("--broker-url", broker_url, "broker for the real run, e.g. kafka://127.0.0.1:9092")->required();
+  app.add_option("--broker-url", broker_urls, "broker(s) for the real runs, e.g. kafka://127.0.0.1:9092 (repeatable)")
+      ->required();
+  app.add_option("--topic", topic, "destination (topic, queue, subject, stream); default bench-<time>");
   app.add_option("--messages", messages, "messages per run (default 200000)");
   app.add_option("--keys", keys, "distinct message keys (default 1000)");
   app.add_option("--payload-bytes", payload, "payload size (default 200)");
@@ -113,30 +117,36 @@ int main(int argc, char** argv) {
       pqxx::connection conn(database_url);
       txbox::outbox::migrate(conn);
     }
-    auto topic = fmt::format("bench-{}", std::chrono::system_clock::now().time_since_epoch().count());
+    if (topic.empty()) topic = fmt::format("bench-{}", std::chrono::system_clock::now().time_since_epoch().count());
     txbox::relay::RelayOptions options;
     options.database_url = database_url;
-    options.broker_url = broker_url;
     options.workers = workers;
     options.batch_size = batch_size;
     options.poll_interval = std::chrono::milliseconds(10);
-    auto kafka = txbox::relay::make_publisher(options);
 
-    double best_raw = 0, best_null = 0, best_broker = 0;
+    double best_raw = 0, best_null = 0;
     for (int r = 0; r < repeat; ++r) {
       fill(database_url, topic, messages, keys, payload);
       best_raw = std::max(best_raw, raw_sql(database_url, workers, batch_size));
       fill(database_url, topic, messages, keys, payload);
+      options.broker_url = broker_urls.front();
       best_null = std::max(best_null, relay_run(options, std::make_shared<NullPublisher>(), messages));
-      fill(database_url, topic, messages, keys, payload);
-      best_broker = std::max(best_broker, relay_run(options, kafka, messages));
     }
-    auto scheme = broker_url.substr(0, broker_url.find(':'));
     fmt::print("| run | messages/s | share of raw SQL limit |\n|---|---:|---:|\n");
     fmt::print("| raw SQL claim-and-delete, no broker ({} connections) | {:.0f} | 100% |\n", workers, best_raw);
     fmt::print("| relay, instantly-confirming null broker | {:.0f} | {:.0f}% |\n", best_null, 100 * best_null / best_raw);
-    fmt::print("| relay -> {} (every message confirmed) | {:.0f} | {:.0f}% |\n", scheme, best_broker,
-               100 * best_broker / best_raw);
+    for (const auto& broker_url : broker_urls) {
+      options.broker_url = broker_url;
+      auto publisher = txbox::relay::make_publisher(options);
+      double best = 0;
+      for (int r = 0; r < repeat; ++r) {
+        fill(database_url, topic, messages, keys, payload);
+        best = std::max(best, relay_run(options, publisher, messages));
+      }
+      auto scheme = broker_url.substr(0, broker_url.find(':'));
+      fmt::print("| relay -> {} (every message confirmed) | {:.0f} | {:.0f}% |\n", scheme, best, 100 * best / best_raw);
+      std::fflush(stdout);
+    }
     fmt::print("\n{} messages of {} bytes over {} keys, {} workers, batch size {}, best of {}\n", messages, payload,
                keys, workers, batch_size, repeat);
   } catch (const std::exception& e) {

@@ -13,5 +13,11 @@ eval "$(TXBOX_TEST_PG_PORT=${TXBOX_BENCH_PG_PORT:-55452} TXBOX_KAFKA_MOCK_BIN=$b
 psql -q "$TXBOX_TEST_PG_URL" -c "CREATE DATABASE bench"
 nproc_line="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "machine: $nproc_line; PostgreSQL, the Kafka mock and the relay share it"
+# Destinations must exist where the broker does not create them: NATS creates
+# its stream on first use (create_streams=true); RabbitMQ publishes to the
+# default exchange, so the bench declares nothing and uses a queue it makes.
+queue=bench-$$
+HOME="$dir/rabbitmq" amqp-declare-queue --url="$TXBOX_TEST_RABBITMQ_URL" -q "$queue" -d >/dev/null
 "$build/bench/txbox-bench" --database-url "${TXBOX_TEST_PG_URL%/postgres}/bench" \
-  --broker-url "kafka://$TXBOX_TEST_KAFKA_BOOTSTRAP" "$@"
+  --broker-url "kafka://$TXBOX_TEST_KAFKA_BOOTSTRAP" --broker-url "$TXBOX_TEST_RABBITMQ_URL" \
+  --broker-url "$TXBOX_TEST_NATS_URL?create_streams=true" --broker-url "$TXBOX_TEST_REDIS_URL" --topic "$queue" "$@"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The txbox demo on a fresh Debian 12 machine: installs packages, builds,
-# starts a throwaway PostgreSQL and Kafka (librdkafka's mock cluster) on
-# loopback, applies the migrations, runs an order service that writes orders
-# and their events in one transaction, the relay that delivers them, and a
-# consumer that records them through the inbox; prints a summary.
-#   scripts/demo.sh [--orders N] [--broker kafka]
+# starts a throwaway PostgreSQL and a broker on loopback (Kafka: librdkafka's
+# mock cluster; or RabbitMQ, NATS JetStream, Redis), applies the migrations,
+# runs an order service that writes orders and their events in one
+# transaction, the relay that delivers them, and a consumer that records them
+# through the inbox; prints a summary.
+#   scripts/demo.sh [--orders N] [--broker kafka|rabbitmq|nats|redis]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${TXBOX_BUILD_DIR:-$root/build}
@@ -14,10 +15,13 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --orders) orders=$2; shift 2 ;;
     --broker) broker=$2; shift 2 ;;
-    *) echo "usage: scripts/demo.sh [--orders N] [--broker kafka]" >&2; exit 2 ;;
+    *) echo "usage: scripts/demo.sh [--orders N] [--broker kafka|rabbitmq|nats|redis]" >&2; exit 2 ;;
   esac
 done
-[ "$broker" = kafka ] || { echo "error: --broker $broker is not supported yet; use kafka" >&2; exit 2; }
+case "$broker" in
+  kafka|rabbitmq|nats|redis) ;;
+  *) echo "error: --broker $broker is not supported: use kafka, rabbitmq, nats or redis" >&2; exit 2 ;;
+esac
 
 step() { printf '\n== %s\n' "$*"; }
 step "installing packages and building (first run takes a few minutes)"
@@ -26,14 +30,31 @@ TXBOX_BUILD_DIR=$build "$root/scripts/build.sh"
 
 dir=$(mktemp -d /tmp/txbox-demo.XXXXXX)
 chmod 755 "$dir"
-trap '"$root/scripts/kafka-mock.sh" stop "$dir/kafka" >/dev/null 2>&1 || true; "$root/scripts/pg.sh" stop "$dir/pg" >/dev/null 2>&1 || true' EXIT
-step "starting throwaway PostgreSQL and Kafka in $dir"
+consumer_pid=""
+cleanup() {
+  [ -n "$consumer_pid" ] && kill "$consumer_pid" 2>/dev/null || true
+  case "$broker" in
+    kafka) "$root/scripts/kafka-mock.sh" stop "$dir/broker" >/dev/null 2>&1 || true ;;
+    *) "$root/scripts/$broker.sh" stop "$dir/broker" >/dev/null 2>&1 || true ;;
+  esac
+  "$root/scripts/pg.sh" stop "$dir/pg" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+step "starting throwaway PostgreSQL and $broker in $dir"
 admin=$("$root/scripts/pg.sh" start "$dir/pg" "${TXBOX_DEMO_PG_PORT:-55442}")
-bootstrap=$(TXBOX_KAFKA_MOCK_BIN=$build/scripts/txbox-kafka-mock "$root/scripts/kafka-mock.sh" start "$dir/kafka" --brokers 3)
+case "$broker" in
+  kafka) broker_url="kafka://$(TXBOX_KAFKA_MOCK_BIN=$build/scripts/txbox-kafka-mock "$root/scripts/kafka-mock.sh" start "$dir/broker" --brokers 3)" ;;
+  rabbitmq) broker_url=$("$root/scripts/rabbitmq.sh" start "$dir/broker" "${TXBOX_DEMO_BROKER_PORT:-55682}") ;;
+  nats) broker_url="$("$root/scripts/nats.sh" start "$dir/broker" "${TXBOX_DEMO_BROKER_PORT:-54232}")?create_streams=true" ;;
+  redis) broker_url=$("$root/scripts/redis.sh" start "$dir/broker" "${TXBOX_DEMO_BROKER_PORT:-56389}") ;;
+esac
 psql -q "$admin" -c "CREATE DATABASE shop"
 db=${admin%/postgres}/shop
 echo "PostgreSQL: $db"
-echo "Kafka:      $bootstrap"
+echo "broker:     $broker_url"
+consumer() {
+  "$build/examples/txbox-example-order-consumer" --database-url "$db" --broker-url "$broker_url" --expect "$orders"
+}
 
 step "applying migrations: txbox migrate"
 "$build/relay/txbox" migrate --database-url "$db"
@@ -42,11 +63,24 @@ step "order service: $orders orders, each written with its event in one transact
 "$build/examples/txbox-example-order-service" --database-url "$db" --orders "$orders"
 "$build/relay/txbox" status --database-url "$db"
 
-step "relay: txbox-relay --drain"
-"$build/relay/txbox-relay" --database-url "$db" --broker-url "kafka://$bootstrap" --workers 4 --drain
+# RabbitMQ drops messages nobody listens for (the relay publishes with
+# `mandatory` and would dead-letter them): start the consumer first, it
+# declares its queue. The other brokers keep the messages for it.
+if [ "$broker" = rabbitmq ]; then
+  step "consumer (started first, declares its queue): order events -> customer totals, through the inbox"
+  consumer & consumer_pid=$!
+  sleep 3
+fi
 
-step "consumer: order events -> customer totals, through the inbox"
-"$build/examples/txbox-example-order-consumer" --database-url "$db" --broker-url "kafka://$bootstrap" --expect "$orders"
+step "relay: txbox-relay --drain"
+"$build/relay/txbox-relay" --database-url "$db" --broker-url "$broker_url" --workers 4 --drain
+
+if [ "$broker" = rabbitmq ]; then
+  wait "$consumer_pid"; consumer_pid=""
+else
+  step "consumer: order events -> customer totals, through the inbox"
+  consumer
+fi
 
 step "summary"
 psql -qAt "$db" <<SQL

@@ -8,6 +8,7 @@ packages=(
   libpqxx-dev librdkafka-dev librabbitmq-dev libnats-dev libhiredis-dev
   libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libcpp-httplib-dev
   catch2 kcat
+  rabbitmq-server amqp-tools nats-server redis-server redis-tools
 )
 missing=()
 for p in "${packages[@]}"; do

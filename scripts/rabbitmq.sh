@@ -19,6 +19,7 @@ bin=/usr/lib/rabbitmq/bin
 }
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
+cd "$dir"
 
 # The environment of the node and of every rabbitmqctl call (the same HOME,
 # hence the same cookie; the same node name).
@@ -40,6 +41,8 @@ node_env() {
   export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
   export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
   export RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf"
+  export ERL_CRASH_DUMP="$dir/log/erl_crash.dump"  # never into the caller's directory
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
 saved_port() {
@@ -83,7 +86,20 @@ CONF
     rm -f "$dir/rabbit.pid"
     setsid "$bin/rabbitmq-server" >>"$dir/log/startup.log" 2>&1 </dev/null &
     echo $! >"$dir/launcher.pid"
-    if ! timeout 60 "$bin/rabbitmqctl" -n "$RABBITMQ_NODENAME" -q await_startup --timeout 60 >>"$dir/log/ctl.log" 2>&1; then
+    # await_startup fails at once while the node is not registered with epmd
+    # yet, so retry it until 60 s have passed.
+    started=false
+    deadline=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+      if timeout $((deadline - SECONDS + 1)) "$bin/rabbitmqctl" -n "$RABBITMQ_NODENAME" -q await_startup \
+          --timeout $((deadline - SECONDS + 1)) >>"$dir/log/ctl.log" 2>&1; then
+        started=true
+        break
+      fi
+      alive "$(cat "$dir/launcher.pid")" || break  # the server exited
+      sleep 1
+    done
+    if [ "$started" != true ]; then
       echo "error: RabbitMQ node $RABBITMQ_NODENAME did not start within 60 s; last lines of $dir/log:" >&2
       tail -n 20 "$dir/log/startup.log" >&2 2>/dev/null || true
       tail -n 20 "$dir/log/rabbit.log" >&2 2>/dev/null || true

@@ -4,9 +4,9 @@
 
 #include "txbox/brokers/url.hpp"
 #include "txbox/kafka/kafka.hpp"
-// @rabbitmq-include@
-// @nats-include@
-// @redis-include@
+#include "txbox/rabbitmq/rabbitmq.hpp"
+#include "txbox/nats/nats.hpp"
+#include "txbox/redis/redis.hpp"
 #include "txbox/relay/relay.hpp"
 
 namespace txbox::relay {
@@ -14,16 +14,16 @@ namespace txbox::relay {
 namespace {
 constexpr const char* kSupported =
     "supported are kafka://host:port[,host:port]"
-    // @rabbitmq-scheme-text@
-    // @nats-scheme-text@
-    // @redis-scheme-text@
+    ", amqp://user:pass@host:port/vhost"
+    ", nats://[user:pass@]host:port[,host:port][?create_streams=true]"
+    ", redis://[:password@]host:port[/db][?maxlen=N&dedup_ttl=SECONDS]"
     ;
 
 bool supported(const std::string& scheme) {
   return scheme == "kafka"
-         // @rabbitmq-scheme@
-         // @nats-scheme@
-         // @redis-scheme@
+         || scheme == "amqp"
+         || scheme == "nats"
+         || scheme == "redis"
       ;
 }
 
@@ -47,9 +47,11 @@ std::shared_ptr<brokers::Publisher> make_publisher(const RelayOptions& options) 
     producer.properties = options.broker_properties;
     return kafka::make_publisher(producer);
   }
-  // @rabbitmq-publisher@
-  // @nats-publisher@
-  // @redis-publisher@
+  if (url.scheme == "amqp") {
+    return rabbitmq::make_publisher(url, options.broker_properties);
+  }
+  if (url.scheme == "nats") return nats::make_publisher(url, options.broker_properties);
+  if (url.scheme == "redis") return redis::make_publisher(url, options.broker_properties);
   unknown_scheme(url);
 }
 

@@ -1,0 +1,59 @@
+#pragma once
+// NATS JetStream adapter for txbox, built on cnats. The public API exposes
+// only the broker-neutral interface; cnats handles stay inside the library.
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "txbox/brokers/broker.hpp"
+#include "txbox/brokers/url.hpp"
+
+namespace txbox::nats {
+
+// JetStream publisher for nats://[user:pass@]host:port[,host:port] (default
+// port 4222). Destination = subject; a JetStream stream must cover it.
+// Query options:
+//   create_streams=true     create a stream for a subject no stream covers:
+//                           name = subject with '.', '*', '>' and other
+//                           characters outside [A-Za-z0-9_-] replaced by '_',
+//                           subjects=[subject], file storage, duplicate window
+//                           `duplicate_window`.
+//   duplicate_window=2m     duplicate window of created streams (ms, s, m, h).
+//   name=...                connection name shown by the server.
+// Every message carries Nats-Msg-Id = message id (JetStream drops a
+// re-publish within the stream's duplicate window), its headers as NATS
+// headers plus `message-id` and, when it has a key, `message-key`. A message
+// is confirmed by its PubAck (a duplicate PubAck counts as confirmed).
+// publish() is thread-safe: each call uses a JetStream context of its own
+// (from a pool), so concurrent batches never see each other's acks. The
+// connection reconnects forever (every 500 ms); while it is down, publish()
+// reports transient failures and healthy() is false.
+// Throws std::invalid_argument naming the problem for a bad URL or option.
+std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url,
+                                                   const brokers::Properties& properties = {});
+
+struct ConsumerOptions {
+  std::string stream;   // stream to bind to; empty = the stream that covers `subject`
+  std::string subject;  // filter subject (required)
+  std::string durable;  // durable consumer name; empty = "txbox-" + subject with '.' -> '_'
+  int batch = 100;      // messages fetched per pull request
+  std::chrono::milliseconds ack_wait{30000};  // unacked messages are redelivered after it
+  int max_deliver = 10;                       // deliveries before the server gives up
+  std::string dead_letter_subject;            // default "<subject>.dlq"
+};
+
+// Durable pull consumer (explicit acks). poll() returns one message at a
+// time: message id from Nats-Msg-Id (or the message-id header), key from the
+// message-key header, source = subject, offset = stream sequence,
+// delivery_attempt = the server's delivery count. ack() waits for the
+// server's confirmation. dead_letter() publishes the message with dlq-error,
+// dlq-original-subject and dlq-timestamp headers to the dead-letter subject
+// (through JetStream when a stream covers it, else core NATS with a warning),
+// then terminates it (no redelivery).
+// Throws std::invalid_argument for bad options, brokers::BrokerError when the
+// server cannot be reached or the consumer cannot be created.
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const ConsumerOptions& options);
+
+}  // namespace txbox::nats

@@ -1,0 +1,68 @@
+#pragma once
+// RabbitMQ (AMQP 0-9-1) adapter for txbox, built on rabbitmq-c. The public
+// API exposes only the broker-neutral interface; rabbitmq-c handles stay
+// inside the library.
+//
+// URL: amqp://user:password@host[:port][,host[:port]...][/vhost]
+//   port defaults to 5672; an empty path means the vhost "/"; other vhosts
+//   are percent-encoded ("/%2F" is "/", "/orders" is "orders"). With several
+//   hosts, connecting tries them in order.
+//
+// Destination of a published message:
+//   "exchange/routing-key"  -> that exchange, that routing key (the key may
+//                              itself contain '/': only the first one splits)
+//   "queue-name"            -> the default exchange "" with routing key
+//                              "queue-name", i.e. straight into that queue.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "txbox/brokers/broker.hpp"
+#include "txbox/brokers/url.hpp"
+
+namespace txbox::rabbitmq {
+
+// Publisher with asynchronous publisher confirms: every message of a batch
+// is published (persistent, mandatory, message_id property = message id,
+// headers as an AMQP table plus `message-id` and, for keyed messages,
+// `message-key`; content_type from a `content-type` header), then the
+// batch waits for the broker's basic.ack/basic.nack of each. A basic.return
+// (no queue bound) is a permanent failure, a nack a transient one.
+// publish() is thread-safe: each concurrent call uses its own connection
+// from a pool (created lazily). Broken connections are dropped and
+// re-created on the next publish, with backoff while the broker is down.
+// Recognised URL query parameters: connect_timeout_ms (default 5000),
+// heartbeat (seconds, default 0 = off).
+// Throws std::invalid_argument naming what is wrong with the URL, and
+// brokers::BrokerError (not retryable) when the broker refuses the login.
+std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url,
+                                                   const brokers::Properties& properties = {});
+
+struct ConsumerOptions {
+  std::string queue;
+  uint16_t prefetch = 100;  // basic.qos: unacked messages in flight to this consumer
+  // Topology declared when `declare` is true:
+  std::string exchange;                   // empty: no exchange, no bindings
+  std::string exchange_type = "direct";   // direct|topic|fanout|headers
+  std::vector<std::string> binding_keys;  // empty with an exchange: binds with the queue name
+  std::string dead_letter_exchange;       // default "<queue>.dlx" (fanout)
+  std::string dead_letter_queue;          // default "<queue>.dlq"
+  bool declare = true;
+};
+
+// Consumer of one queue with manual acks. With `declare`, declares (idempotently):
+// the dead-letter exchange (fanout, durable) and queue bound to it; the queue
+// (durable, x-dead-letter-exchange = the DLX); and, when `exchange` is set,
+// that exchange (durable) with the queue bound to it for every binding key.
+// poll() reconnects by itself after a connection loss (the broker then
+// redelivers unacked messages, delivery_attempt 2). dead_letter() rejects
+// without requeue, so the broker moves the message to the DLQ.
+// Throws std::invalid_argument for a bad URL or empty queue, and
+// brokers::BrokerError (not retryable) when the broker refuses the login or
+// the declared topology conflicts with an existing one.
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const ConsumerOptions& options);
+
+}  // namespace txbox::rabbitmq

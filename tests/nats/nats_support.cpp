@@ -1,0 +1,146 @@
+#include "nats_support.hpp"
+
+#include <arpa/inet.h>
+#include <nats/nats.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "support/process.hpp"
+#include "support/test_env.hpp"
+
+namespace txbox::test {
+
+namespace {
+struct ConnDeleter {
+  void operator()(natsConnection* nc) const noexcept { natsConnection_Destroy(nc); }
+};
+struct JsDeleter {
+  void operator()(jsCtx* js) const noexcept { jsCtx_Destroy(js); }
+};
+struct InfoDeleter {
+  void operator()(jsStreamInfo* si) const noexcept { jsStreamInfo_Destroy(si); }
+};
+
+bool port_free(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+int free_port_pair() {
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int port = 20000 + static_cast<int>((getpid() * 7919 + attempt * 104729) % 30000);
+    if (port_free(port) && port_free(port + 1)) return port;
+  }
+  FAIL("no free port pair found");
+  return 0;
+}
+
+std::string script() { return std::string(TXBOX_SOURCE_DIR) + "/scripts/nats.sh"; }
+}  // namespace
+
+brokers::BrokerUrl nats_broker_url(const std::string& url) { return brokers::parse_broker_url(url); }
+
+std::string nats_subject(const std::string& prefix) { return unique_name(prefix) + ".events"; }
+
+std::string nats_stream_name(const std::string& subject) {
+  std::string out = subject;
+  for (char& c : out)
+    if (c == '.') c = '_';
+  return out;
+}
+
+struct JetStreamAdmin::Impl {
+  std::unique_ptr<natsConnection, ConnDeleter> nc;
+  std::unique_ptr<jsCtx, JsDeleter> js;
+};
+
+JetStreamAdmin::JetStreamAdmin(const std::string& url) : impl_(std::make_unique<Impl>()) {
+  natsConnection* nc = nullptr;
+  REQUIRE(natsConnection_ConnectTo(&nc, url.c_str()) == NATS_OK);
+  impl_->nc.reset(nc);
+  jsCtx* js = nullptr;
+  REQUIRE(natsConnection_JetStream(&js, nc, nullptr) == NATS_OK);
+  impl_->js.reset(js);
+}
+
+JetStreamAdmin::~JetStreamAdmin() {
+  impl_->js.reset();
+  if (impl_->nc) natsConnection_Close(impl_->nc.get());
+}
+
+void JetStreamAdmin::add_stream(const std::string& name, const std::vector<std::string>& subjects,
+                                std::chrono::milliseconds duplicate_window) {
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  std::vector<const char*> subs;
+  for (const auto& s : subjects) subs.push_back(s.c_str());
+  cfg.Name = name.c_str();
+  cfg.Subjects = subs.data();
+  cfg.SubjectsLen = static_cast<int>(subs.size());
+  cfg.Storage = js_FileStorage;
+  cfg.Duplicates = std::chrono::duration_cast<std::chrono::nanoseconds>(duplicate_window).count();
+  jsStreamInfo* si = nullptr;
+  jsErrCode code{};
+  const natsStatus s = js_AddStream(&si, impl_->js.get(), &cfg, nullptr, &code);
+  std::unique_ptr<jsStreamInfo, InfoDeleter> info(si);
+  INFO("js_AddStream " << name << ": " << natsStatus_GetText(s) << " code " << code);
+  REQUIRE(s == NATS_OK);
+}
+
+int64_t JetStreamAdmin::message_count(const std::string& name) {
+  jsStreamInfo* si = nullptr;
+  jsErrCode code{};
+  const natsStatus s = js_GetStreamInfo(&si, impl_->js.get(), name.c_str(), nullptr, &code);
+  std::unique_ptr<jsStreamInfo, InfoDeleter> info(si);
+  if (s != NATS_OK) return -1;
+  return static_cast<int64_t>(si->State.Msgs);
+}
+
+void JetStreamAdmin::delete_stream(const std::string& name) {
+  (void)js_DeleteStream(impl_->js.get(), name.c_str(), nullptr, nullptr);
+}
+
+PrivateNats::PrivateNats() {
+  dir_ = (std::filesystem::temp_directory_path() / unique_name("nats")).string();
+  port_ = free_port_pair();
+  start();
+}
+
+PrivateNats::~PrivateNats() {
+  run({script(), "stop", dir_}, std::chrono::seconds(30));
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+void PrivateNats::start() {
+  auto r = run({script(), "start", dir_, std::to_string(port_)}, std::chrono::seconds(30));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  url_ = "nats://127.0.0.1:" + std::to_string(port_);
+}
+
+void PrivateNats::kill() {
+  auto r = run({script(), "kill", dir_}, std::chrono::seconds(30));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+}
+
+std::vector<std::string> nats_relay_command(const std::string& database_url, const std::string& nats_url,
+                                            std::vector<std::string> extra) {
+  std::vector<std::string> args{binary_path("txbox-relay"), "--database-url", database_url, "--broker-url",
+                                nats_url, "--drain", "--poll-interval", "20"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return args;
+}
+
+}  // namespace txbox::test

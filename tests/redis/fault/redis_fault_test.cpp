@@ -1,0 +1,97 @@
+// Faults with a private, durable redis-server (AOF, fsync always): the server
+// killed mid-drain and restarted on the same port, the relay SIGKILLed during
+// a drain, a consumer killed mid-stream.
+#include <csignal>
+
+#include "redis_support.hpp"
+
+namespace test = txbox::test;
+namespace rt = txbox::test::redis;
+using namespace std::chrono_literals;
+
+TEST_CASE("redis: server killed mid-drain and restarted on the same port: nothing lost, nothing doubled", "[fault]") {
+  constexpr int kMessages = 20000, kKeys = 200;
+  rt::PrivateRedis redis;
+  auto url = test::create_database("rediskill");
+  auto stream = test::unique_name("orders");
+  test::fill_outbox(url, stream, kMessages, kKeys);
+  auto log = "/tmp/" + stream + ".log";
+  test::Process relay(rt::relay_command(url, redis.url(),
+                                        {"--workers", "4", "--batch-size", "100", "--publish-timeout", "3000"}),
+                      log);
+  REQUIRE(test::wait_for([&] { return test::outbox_rows(url) <= kMessages * 2 / 3; }, 120s));
+  redis.kill();  // SIGKILL: only what was fsynced survives, and only that was acknowledged
+  std::this_thread::sleep_for(3s);
+  CHECK(relay.running());
+  CHECK(test::outbox_rows(url) > 0);
+  redis.start();
+  REQUIRE(relay.wait(4min) == std::optional<int>(0));
+  CHECK(test::outbox_rows(url) == 0);
+  CHECK(test::scalar(url, "SELECT count(*) FROM txbox.dead_letters") == 0);
+  // Re-published batches were deduplicated: exactly one entry per message.
+  rt::Client client(redis.url());
+  CHECK(client.xlen(stream) == kMessages);
+  auto stats = rt::consume_into_effects(url, redis.url(), stream, kMessages);
+  CHECK(stats.duplicates == 0);
+  test::check_effects(url, kMessages);
+  auto output = test::read_file(log);
+  CHECK(test::count_lines_with(output, "broker unavailable") >= 1);
+  CHECK(test::count_lines_with(output, "broker unavailable") <= 8);
+  CHECK(test::count_lines_with(output, "broker available again") >= 1);
+}
+
+TEST_CASE("redis: relay SIGKILLed during a drain: the next relay finishes, dedup keeps one entry per message", "[fault]") {
+  constexpr int kMessages = 20000, kKeys = 200;
+  rt::PrivateRedis redis;
+  auto url = test::create_database("redisrelaykill");
+  auto stream = test::unique_name("orders");
+  test::fill_outbox(url, stream, kMessages, kKeys);
+  auto log = "/tmp/" + stream + ".log";
+  auto command = rt::relay_command(url, redis.url(), {"--workers", "4", "--batch-size", "200"});
+  {
+    test::Process relay(command, log);
+    REQUIRE(test::wait_for([&] { return test::outbox_rows(url) <= kMessages / 2; }, 120s));
+    relay.signal(SIGKILL);
+    relay.wait(10s);
+  }
+  CHECK(test::outbox_rows(url) > 0);
+  test::Process relay(command, log);
+  REQUIRE(relay.wait(4min) == std::optional<int>(0));
+  CHECK(test::outbox_rows(url) == 0);
+  rt::Client client(redis.url());
+  CHECK(client.xlen(stream) == kMessages);
+  rt::consume_into_effects(url, redis.url(), stream, kMessages);
+  test::check_effects(url, kMessages);
+}
+
+TEST_CASE("redis: consumer killed mid-stream and restarted: each message applied once, per-key order", "[fault]") {
+  constexpr int kMessages = 10000, kKeys = 100;
+  rt::PrivateRedis redis;
+  auto url = test::create_database("redisconsumerkill");
+  auto stream = test::unique_name("orders");
+  test::fill_outbox(url, stream, kMessages, kKeys);
+  REQUIRE(test::run(rt::relay_command(url, redis.url(), {"--workers", "4"}), 4min).exit_code == 0);
+  test::create_effects_table(url);
+  auto log = "/tmp/" + stream + ".consumer.log";
+  std::vector<std::string> command{std::string(TXBOX_BINARY_DIR) + "/tests/redis/txbox-test-redis-consumer",
+                                   "--database-url", test::fast_commit(url),
+                                   "--redis-url", redis.url(),
+                                   "--stream", stream,
+                                   "--group", "billing",
+                                   "--name", "billing-1",
+                                   "--claim-idle-ms", "2000",
+                                   "--expect", std::to_string(kMessages)};
+  auto effects = [&] { return test::scalar(url, "SELECT count(*) FROM effects"); };
+  for (int kill = 1; kill <= 2; ++kill) {
+    test::Process consumer(command, log);
+    REQUIRE(test::wait_for([&] { return effects() >= kMessages * kill / 3; }, 120s));
+    consumer.signal(SIGKILL);
+    consumer.wait(10s);
+  }
+  CHECK(effects() < kMessages);
+  test::Process consumer(command, log);  // the same name: its own pending entries first
+  REQUIRE(consumer.wait(4min) == std::optional<int>(0));
+  test::check_effects(url, kMessages);
+  rt::Client client(redis.url());
+  CHECK(client.pending(stream, "billing") == 0);
+}
