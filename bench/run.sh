@@ -13,7 +13,7 @@ eval "$(TXBOX_TEST_PG_PORT=${TXBOX_BENCH_PG_PORT:-55452} TXBOX_TEST_RABBITMQ_POR
   TXBOX_TEST_REDIS_PORT=56399 TXBOX_KAFKA_MOCK_BIN=$build/scripts/txbox-kafka-mock "$root/scripts/test-env.sh" start "$dir")"
 psql -q "$TXBOX_TEST_PG_URL" -c "CREATE DATABASE bench"
 nproc_line="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
-echo "machine: $nproc_line; PostgreSQL, the Kafka mock and the relay share it"
+echo "machine: $nproc_line; PostgreSQL, the brokers and the relay share it"
 # Destinations must exist where the broker does not create them: NATS creates
 # its stream on first use (create_streams=true); RabbitMQ publishes to the
 # default exchange, so the bench declares nothing and uses a queue it makes.
