@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/effects_consumer.hpp"
 #include "support/process.hpp"
 #include "support/test_env.hpp"
 #include "txbox/consumer/inbox_consumer.hpp"
@@ -62,15 +63,6 @@ bool wait_for(Condition condition, std::chrono::milliseconds timeout) {
   return condition();
 }
 
-inline void create_effects_table(const std::string& url) {
-  pqxx::connection conn(url);
-  pqxx::work tx(conn);
-  tx.exec0(
-      "CREATE TABLE IF NOT EXISTS effects (seq bigserial PRIMARY KEY, message_id text NOT NULL, "
-      "message_key text, payload text NOT NULL)");
-  tx.commit();
-}
-
 // The URL with asynchronous commit, to keep consumer-heavy tests fast: the
 // inbox logic does not depend on it.
 inline std::string fast_commit(const std::string& url) {
@@ -89,10 +81,7 @@ inline consumer::ConsumeStats consume_into_effects(const std::string& url, const
   auto kafka_consumer = kafka::make_consumer(options);
   consumer::InboxConsumer inbox_consumer(
       *kafka_consumer, fast_commit(url), inbox::Inbox("verify"),
-      [](pqxx::transaction_base& tx, const brokers::Delivery& d) {
-        tx.exec0("INSERT INTO effects (message_id, message_key, payload) VALUES (" + tx.quote(d.message.message_id) +
-                 ", " + (d.message.key ? tx.quote(*d.message.key) : "NULL") + ", " + tx.quote(d.message.payload) + ")");
-      });
+      record_effect);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   inbox_consumer.run({}, [&](const consumer::ConsumeStats& s) {
     return static_cast<long long>(s.processed) >= n || std::chrono::steady_clock::now() > deadline;
