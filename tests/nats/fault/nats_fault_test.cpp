@@ -49,7 +49,7 @@ void wait_until_outbox_below(const std::string& url, long long rows, std::chrono
 
 }  // namespace
 
-TEST_CASE("nats server killed mid-drain and restarted: the relay finishes, every message once, in key order",
+TEST_CASE("nats server killed mid-drain and restarted: the relay finishes, every message exactly once",
           "[nats][fault]") {
   constexpr int kMessages = 20000, kKeys = 100;
   test::PrivateNats server;
@@ -78,7 +78,14 @@ TEST_CASE("nats server killed mid-drain and restarted: the relay finishes, every
 
   auto stats = consume_into_effects(url, server.url(), subject, kMessages);
   CHECK(stats.processed == static_cast<uint64_t>(kMessages));
-  test::check_effects(url, kMessages);
+  // Exactly once, but not necessarily in key order: a batch cut by the kill
+  // may have had later messages of a key confirmed while an earlier one
+  // failed; they are published again after it, and JetStream drops that
+  // second copy as a duplicate, so the stream holds them before the earlier
+  // message (docs/relay.md, "Failures and order").
+  CHECK(test::scalar(url, "SELECT count(*) FROM effects") == kMessages);
+  CHECK(test::scalar(url, "SELECT count(DISTINCT message_id) FROM effects") == kMessages);
+  CHECK(test::scalar(url, "SELECT count(DISTINCT payload) FROM effects") == kMessages);
 }
 
 TEST_CASE("nats: relay SIGKILLed mid-drain and restarted loses nothing, stores nothing twice", "[nats][fault]") {
