@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Runs the relay throughput benchmark against throwaway servers on loopback.
-#   bench/run.sh [txbox-bench flags...]     e.g. bench/run.sh --repeat 3
+# Every relay benchmark against throwaway servers on loopback (a benchmark,
+# not a test): throughput per broker beside its reference, latency at fixed
+# writer rates, an idle relay's cost, memory, and what the outbox costs a
+# writer (pgbench). Writes bench/results/results.jsonl, summary.md and the
+# charts latency.png and throughput.png.
+#   bench/run.sh [--quick]     (--quick: smaller runs, to try the script)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${TXBOX_BUILD_DIR:-$root/build}
+quick=false
+[ "${1:-}" = --quick ] && quick=true
 "$root/scripts/install-deps.sh"
+command -v gnuplot >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo;
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; }
 TXBOX_BUILD_DIR=$build "$root/scripts/build.sh"
 dir=$(mktemp -d /tmp/txbox-bench.XXXXXX)
 chmod 755 "$dir"
@@ -12,13 +20,155 @@ trap '"$root/scripts/test-env.sh" stop "$dir" >/dev/null 2>&1' EXIT
 eval "$(TXBOX_TEST_PG_PORT=${TXBOX_BENCH_PG_PORT:-55452} TXBOX_TEST_RABBITMQ_PORT=55692 TXBOX_TEST_NATS_PORT=54252 \
   TXBOX_TEST_REDIS_PORT=56399 TXBOX_KAFKA_MOCK_BIN=$build/scripts/txbox-kafka-mock "$root/scripts/test-env.sh" start "$dir")"
 psql -q "$TXBOX_TEST_PG_URL" -c "CREATE DATABASE bench"
-nproc_line="$(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB"
-echo "machine: $nproc_line; PostgreSQL, the brokers and the relay share it"
+db="${TXBOX_TEST_PG_URL%/postgres}/bench"
+bench=$build/bench/txbox-bench
+relay=$build/relay/txbox-relay
+out=$root/bench/results
+mkdir -p "$out"
+json=$out/results.jsonl
+extra=$out/extra.md
+: >"$json"
+: >"$extra"
+messages=200000
+$quick && messages=20000
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; PostgreSQL 15, the brokers and the relay share it" | tee "$out/machine.txt"
+kafka="kafka://$TXBOX_TEST_KAFKA_BOOTSTRAP"
 # Destinations must exist where the broker does not create them: NATS creates
 # its stream on first use (create_streams=true); RabbitMQ publishes to the
-# default exchange, so the bench declares nothing and uses a queue it makes.
+# default exchange into a queue made here.
 queue=bench-$$
 amqp-declare-queue --url="${TXBOX_TEST_RABBITMQ_URL%/}" -q "$queue" -d >/dev/null
-"$build/bench/txbox-bench" --database-url "${TXBOX_TEST_PG_URL%/postgres}/bench" \
-  --broker-url "kafka://$TXBOX_TEST_KAFKA_BOOTSTRAP" --broker-url "$TXBOX_TEST_RABBITMQ_URL" \
-  --broker-url "$TXBOX_TEST_NATS_URL?create_streams=true" --broker-url "$TXBOX_TEST_REDIS_URL" --topic "$queue" "$@"
+sql() { psql -qAtX "$db" -c "$1"; }
+
+echo "== throughput, $messages messages over 1,000 keys, every broker"
+"$bench" throughput --database-url "$db" --json "$json" --label 200k --messages "$messages" --topic "$queue" \
+  --broker-url "$kafka" --broker-url "$TXBOX_TEST_RABBITMQ_URL" \
+  --broker-url "$TXBOX_TEST_NATS_URL?create_streams=true" --broker-url "$TXBOX_TEST_REDIS_URL"
+echo "== throughput to Kafka: 10,000 keys, one hot key, a 2,000,000-row backlog"
+"$bench" throughput --database-url "$db" --json "$json" --label "10k keys" --messages "$messages" --keys 10000 \
+  --skip-reference --broker-url "$kafka"
+"$bench" throughput --database-url "$db" --json "$json" --label "1 key" --messages "$messages" --keys 1 \
+  --skip-reference --broker-url "$kafka"
+$quick || "$bench" throughput --database-url "$db" --json "$json" --label "2M backlog" --messages 2000000 \
+  --skip-reference --broker-url "$kafka"
+
+echo "== latency, commit -> Kafka confirmation"
+seconds=20
+$quick && seconds=5
+"$bench" latency --database-url "$db" --broker-url "$kafka" --rates 100,1000,5000 --seconds "$seconds" --json "$json"
+
+# Peak resident memory (VmHWM, KiB) of a process until it exits.
+peak_rss() {
+  local pid=$1 peak=0 now
+  while kill -0 "$pid" 2>/dev/null; do
+    now=$(awk '/VmHWM/{print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${now:-0}" -gt "$peak" ] && peak=$now
+    sleep 0.05
+  done
+  echo "$peak"
+}
+
+echo "== an idle relay: CPU and statements"
+sql "TRUNCATE txbox.outbox"
+"$relay" --database-url "$db" --broker-url "$kafka" >"$dir/idle.log" 2>&1 &
+relay_pid=$!
+sleep 15
+ticks() { awk '{print $14 + $15}' "/proc/$relay_pid/stat"; }
+commits() { psql -qAtX "$db" -c "SELECT pg_stat_clear_snapshot(); SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'" | tail -1; }
+t0=$(ticks); c0=$(commits)
+window=30
+$quick && window=10
+sleep "$window"
+t1=$(ticks); c1=$(commits)
+kill "$relay_pid"; wait "$relay_pid" || true
+hz=$(getconf CLK_TCK)
+cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v w="$window" 'BEGIN{printf "%.2f", 100 * d / hz / w}')
+# Our own two readings are in the count.
+stmts=$(awk -v d=$((c1 - c0 - 2)) -v w="$window" 'BEGIN{printf "%.2f", d / w}')
+echo "idle relay: $cpu% of a core, $stmts transactions/s"
+
+echo "== memory: 200,000 rows of 1 KB to Kafka, then 12 rows of 20 MB to Redis"
+sql "TRUNCATE txbox.outbox; INSERT INTO txbox.outbox (destination, message_key, payload)
+     SELECT '$queue', 'key-' || (i % 1000), convert_to(repeat('x', 1024), 'UTF8') FROM generate_series(1, $messages) i"
+"$relay" --database-url "$db" --broker-url "$kafka" --drain >"$dir/rss1.log" 2>&1 &
+rss_small=$(peak_rss $!)
+sql "INSERT INTO txbox.outbox (destination, message_key, payload)
+     SELECT 'bench-big', 'one-key', convert_to(repeat('y', 20 * 1024 * 1024), 'UTF8') FROM generate_series(1, 12)"
+"$relay" --database-url "$db" --broker-url "$TXBOX_TEST_REDIS_URL?maxlen=1" --drain >"$dir/rss2.log" 2>&1 &
+rss_big=$(peak_rss $!)
+echo "peak RSS: $((rss_small / 1024)) MiB with 1 KB payloads, $((rss_big / 1024)) MiB with 20 MB payloads"
+
+echo "== writer cost (pgbench): a business transaction with and without an outbox row"
+pgbench=$(ls /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -1)
+sql "CREATE TABLE IF NOT EXISTS bench_orders (id bigserial PRIMARY KEY, customer_id int NOT NULL,
+     amount numeric(12,2) NOT NULL, note text, created_at timestamptz NOT NULL DEFAULT now())"
+payload=$(printf 'x%.0s' $(seq 200))
+cat >"$dir/business.sql" <<SQL
+\set cid random(1, 100000)
+BEGIN;
+INSERT INTO bench_orders (customer_id, amount, note) VALUES (:cid, 42.50, 'placed by pgbench');
+COMMIT;
+SQL
+cat >"$dir/outbox.sql" <<SQL
+\set cid random(1, 100000)
+BEGIN;
+INSERT INTO bench_orders (customer_id, amount, note) VALUES (:cid, 42.50, 'placed by pgbench');
+INSERT INTO txbox.outbox (destination, message_key, payload) VALUES ('orders', :cid, '$payload');
+COMMIT;
+SQL
+pgseconds=20
+$quick && pgseconds=5
+tps() {  # script clients
+  sql "TRUNCATE bench_orders, txbox.outbox; VACUUM ANALYZE bench_orders; VACUUM ANALYZE txbox.outbox"
+  "$pgbench" -n -M prepared -c "$2" -j 2 -T "$pgseconds" -f "$1" "$db" 2>/dev/null | awk '/^tps/{printf "%.0f", $3}'
+}
+declare -A writer
+for clients in 8 32; do
+  writer[business,$clients]=$(tps "$dir/business.sql" "$clients")
+  writer[outbox,$clients]=$(tps "$dir/outbox.sql" "$clients")
+  # A relay asleep and registered for wake-ups: every writer transaction
+  # then NOTIFYs (the case the relay avoids under load by unregistering).
+  psql -qAtX "$db" -c "LISTEN txbox_outbox; INSERT INTO txbox.relay_wakeups (pid) VALUES (pg_backend_pid());
+                       SELECT pg_sleep($pgseconds + 15)" >/dev/null &
+  sleeper=$!
+  sleep 1
+  writer[notify,$clients]=$(tps "$dir/outbox.sql" "$clients")
+  kill "$sleeper" 2>/dev/null || true
+  wait "$sleeper" 2>/dev/null || true
+  sql "DELETE FROM txbox.relay_wakeups"
+  echo "$clients clients: business ${writer[business,$clients]} tps, with an outbox row ${writer[outbox,$clients]}, with NOTIFY ${writer[notify,$clients]}"
+done
+
+slower() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f%%", 100 * (1 - b / a)}'; }
+{
+  echo "### An idle relay (4 workers, empty outbox, $window s)"
+  echo
+  echo "| CPU | transactions/s |"
+  echo "|---:|---:|"
+  echo "| $cpu% of a core | $stmts |"
+  echo
+  echo "### Memory (peak resident set of txbox-relay, defaults: --max-batch-bytes 16 MiB)"
+  echo
+  echo "| payloads | peak RSS | bound |"
+  echo "|---|---:|---|"
+  echo "| $messages rows of 1 KB to Kafka | $((rss_small / 1024)) MiB | 64 MB |"
+  echo "| 12 rows of 20 MB in one lane to Redis | $((rss_big / 1024)) MiB | 3 x 16 MiB + 64 MB = 112 MiB |"
+  echo
+  echo "### What the outbox costs a writer (pgbench, ${pgseconds} s each, -M prepared)"
+  echo
+  echo "| clients | business transaction | + one outbox row (trigger on, no relay asleep) | slower | + NOTIFY (a relay asleep) | slower |"
+  echo "|---:|---:|---:|---:|---:|---:|"
+  for clients in 8 32; do
+    b=${writer[business,$clients]}; o=${writer[outbox,$clients]}; n=${writer[notify,$clients]}
+    echo "| $clients | $b tps | $o tps | $(slower "$b" "$o") | $n tps | $(slower "$b" "$n") |"
+  done
+} >"$extra"
+
+"$bench" report --json "$json" --out "$out"
+cat "$extra" >>"$out/summary.md"
+rm -f "$extra"
+gnuplot -e "dir='$out'" "$root/bench/charts.gp"
+echo
+cat "$out/machine.txt" "$out/summary.md"
+echo
+echo "charts: $out/latency.png $out/throughput.png"

@@ -9,6 +9,7 @@ packages=(
   libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libcpp-httplib-dev
   catch2 kcat
   rabbitmq-server amqp-tools nats-server redis-server redis-tools
+  iproute2 pgbouncer
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -14,6 +14,8 @@
 // The executable is linked with -rdynamic so librdkafka's call to bind()
 // resolves here; the real bind() is found with dlsym(RTLD_NEXT). The socket
 // also gets SO_REUSEADDR so a restarted mock can reuse the ports at once.
+// accept() is interposed the same way to set TCP_NODELAY on the connections
+// the mock accepts, as a real broker does.
 //
 // Fault injection (--control PATH): the mock creates a FIFO at PATH and reads
 // one command per line from it (any number of writers, one after another),
@@ -26,6 +28,7 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -87,6 +90,26 @@ extern "C" int bind(int fd, const struct sockaddr* addr, socklen_t len) noexcept
     }
   }
   return next(fd, addr, len);
+}
+
+// librdkafka's mock broker does not set TCP_NODELAY on the connections it
+// accepts (real brokers do): a second response on a connection would wait
+// for the client's delayed ACK, about 40 ms, which no real cluster shows.
+// Interposed like bind() above.
+using accept_fn = int (*)(int, struct sockaddr*, socklen_t*);
+
+extern "C" int accept(int fd, struct sockaddr* addr, socklen_t* len) {
+  static const accept_fn next = reinterpret_cast<accept_fn>(dlsym(RTLD_NEXT, "accept"));
+  if (next == nullptr) {
+    errno = ENOSYS;
+    return -1;
+  }
+  const int client = next(fd, addr, len);
+  if (client >= 0) {
+    const int one = 1;
+    (void)setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  return client;
 }
 
 namespace {

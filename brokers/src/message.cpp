@@ -8,6 +8,8 @@ const char* to_string(ErrorClass error_class) noexcept {
       return "transient";
     case ErrorClass::permanent:
       return "permanent";
+    case ErrorClass::outage:
+      return "outage";
   }
   return "unknown";
 }

@@ -13,7 +13,7 @@ namespace {
   throw std::invalid_argument(fmt::format(
       "malformed broker URL '{}': {}; expected scheme://[user[:password]@]host[:port][,host[:port]...][/path]"
       " such as kafka://127.0.0.1:9092",
-      url, why));
+      redact_broker_url(url), why));
 }
 
 std::string percent_decode(std::string_view url, std::string_view in) {
@@ -35,6 +35,15 @@ std::string percent_decode(std::string_view url, std::string_view in) {
 
 }  // namespace
 
+std::string redact_broker_url(std::string_view url) {
+  const auto scheme = url.find("://");
+  if (scheme == std::string_view::npos) return std::string(url);
+  const auto query = url.find('?', scheme + 3);
+  const auto at = url.substr(0, query).rfind('@');
+  if (at == std::string_view::npos || at < scheme + 3) return std::string(url);
+  return fmt::format("{}***{}", url.substr(0, scheme + 3), url.substr(at));
+}
+
 std::string BrokerUrl::host_list(int default_port) const {
   std::string out;
   for (const auto& h : hosts) {
@@ -47,6 +56,7 @@ std::string BrokerUrl::host_list(int default_port) const {
 BrokerUrl parse_broker_url(std::string_view url) {
   BrokerUrl result;
   result.original = std::string(url);
+  result.redacted = redact_broker_url(url);
   auto sep = url.find("://");
   if (url.empty()) fail(url, "it is empty");
   if (sep == std::string_view::npos || sep == 0) fail(url, "missing scheme (such as kafka://)");
@@ -71,17 +81,19 @@ BrokerUrl parse_broker_url(std::string_view url) {
       result.query[percent_decode(url, pair.substr(0, eq))] = percent_decode(url, pair.substr(eq + 1));
     }
   }
+  // The credentials end at the LAST '@': a password with an unencoded '@'
+  // or '/' is still taken whole (and never shows up as a host or a path).
+  if (auto at = rest.rfind('@'); at != std::string_view::npos) {
+    std::string_view userinfo = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    auto colon = userinfo.find(':');
+    result.user = percent_decode(url, userinfo.substr(0, colon));
+    if (colon != std::string_view::npos) result.password = percent_decode(url, userinfo.substr(colon + 1));
+  }
   std::string_view authority = rest;
   if (auto slash = rest.find('/'); slash != std::string_view::npos) {
     authority = rest.substr(0, slash);
     result.path = percent_decode(url, rest.substr(slash + 1));
-  }
-  if (auto at = authority.rfind('@'); at != std::string_view::npos) {
-    std::string_view userinfo = authority.substr(0, at);
-    authority = authority.substr(at + 1);
-    auto colon = userinfo.find(':');
-    result.user = percent_decode(url, userinfo.substr(0, colon));
-    if (colon != std::string_view::npos) result.password = percent_decode(url, userinfo.substr(colon + 1));
   }
   if (authority.empty()) fail(url, "no host given");
   while (!authority.empty()) {

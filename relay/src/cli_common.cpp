@@ -4,9 +4,11 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cctype>
 #include <cstdio>
 #include <pqxx/pqxx>
 #include <regex>
+#include <spdlog/sinks/sink.h>
 
 #include "txbox/brokers/broker.hpp"
 #include "txbox/outbox/schema.hpp"
@@ -14,11 +16,55 @@
 
 namespace txbox::relay {
 
-std::string redact_url(std::string_view url) {
-  static const std::regex userinfo(R"(([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*):[^@/]*@)");
-  static const std::regex keyword(R"((password\s*=\s*)('[^']*'|\S+))");
-  std::string out = std::regex_replace(std::string(url), userinfo, "$1:***@");
+std::string redact_url(std::string_view text) {
+  // URLs: whatever sits between "://" and the last '@' of the same word
+  // goes, user included; a password with an unencoded '@' or '/' cannot
+  // leak a piece of itself that way.
+  std::string out;
+  out.reserve(text.size());
+  size_t pos = 0;
+  while (pos < text.size()) {
+    const size_t scheme = text.find("://", pos);
+    if (scheme == std::string_view::npos) break;
+    const size_t start = scheme + 3;
+    size_t end = start;
+    while (end < text.size() && !std::isspace(static_cast<unsigned char>(text[end])) && text[end] != '\'' &&
+           text[end] != '"' && text[end] != '<' && text[end] != '>' && text[end] != '`')
+      ++end;
+    const size_t at = text.substr(start, end - start).rfind('@');
+    out.append(text.substr(pos, start - pos));
+    if (at != std::string_view::npos) {
+      out += "***";
+      out.append(text.substr(start + at, end - start - at));
+    } else {
+      out.append(text.substr(start, end - start));
+    }
+    pos = end;
+  }
+  out.append(text.substr(std::min(pos, text.size())));
+  // libpq key=value strings.
+  static const std::regex keyword(R"((password\s*=\s*)('([^'\\]|\\.)*'|\S+))");
   return std::regex_replace(out, keyword, "$1***");
+}
+
+std::string escape_control(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x20 && u != 0x7f) {
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      out += fmt::format("\\x{:02x}", u);
+    }
+  }
+  return out;
 }
 
 std::string one_line(std::string_view text) {
@@ -39,8 +85,36 @@ std::string one_line(std::string_view text) {
 
 namespace cli {
 
+namespace {
+
+// Every log line passes through here: control characters in any logged
+// value (a destination with a newline, a broker's error text) are escaped,
+// so one event is one line and nobody can forge another; URL credentials
+// are removed whatever the caller passed.
+class SafeSink final : public spdlog::sinks::sink {
+ public:
+  explicit SafeSink(std::shared_ptr<spdlog::sinks::sink> inner) : inner_(std::move(inner)) {}
+  void log(const spdlog::details::log_msg& msg) override {
+    const std::string text = escape_control(redact_url(std::string_view(msg.payload.data(), msg.payload.size())));
+    spdlog::details::log_msg copy = msg;
+    copy.payload = spdlog::string_view_t(text.data(), text.size());
+    inner_->log(copy);
+  }
+  void flush() override { inner_->flush(); }
+  void set_pattern(const std::string& pattern) override { inner_->set_pattern(pattern); }
+  void set_formatter(std::unique_ptr<spdlog::formatter> formatter) override {
+    inner_->set_formatter(std::move(formatter));
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::sink> inner_;
+};
+
+}  // namespace
+
 void setup_logging(const std::string& program, const std::string& level) {
-  auto logger = spdlog::stderr_logger_mt(program);
+  auto sink = std::make_shared<SafeSink>(std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger = std::make_shared<spdlog::logger>(program, sink);
   logger->set_pattern(fmt::format("%Y-%m-%dT%H:%M:%S.%e %l {}: %v", program));
   logger->set_level(spdlog::level::from_str(level));
   spdlog::set_default_logger(logger);
@@ -50,7 +124,7 @@ int guarded(const std::string& program, const std::string& database_url,
             const std::function<int()>& body) {
   auto report = [&](const std::string& text) {
     std::fprintf(stderr, "%s: error: %s\n", program.c_str(),
-                 one_line(redact_url(text)).c_str());
+                 escape_control(one_line(redact_url(text))).c_str());
   };
   try {
     return body();

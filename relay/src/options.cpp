@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <toml++/toml.h>
 
+#include "txbox/outbox/dead_letters.hpp"
+
 namespace txbox::relay {
 
 void validate(const RelayOptions& options) {
@@ -23,12 +25,23 @@ void validate(const RelayOptions& options) {
   if (options.poll_interval.count() < 1 || options.poll_interval > std::chrono::minutes(10))
     fail(fmt::format("--poll-interval {} ms is out of range: use 1 to 600000",
                      options.poll_interval.count()));
+  if (options.max_batch_bytes < 1024 || options.max_batch_bytes > (int64_t{1} << 40))
+    fail(fmt::format("--max-batch-bytes {} is out of range: use 1024 to 1099511627776 (1 TiB)",
+                     options.max_batch_bytes));
+  if (options.batches_in_flight < 1 || options.batches_in_flight > 16)
+    fail(fmt::format("--batches-in-flight {} is out of range: use 1 to 16", options.batches_in_flight));
+  if (options.wakeup != "notify" && options.wakeup != "poll")
+    fail(fmt::format("--wakeup '{}' is not supported: use notify (LISTEN/NOTIFY) or poll",
+                     options.wakeup));
+  if (options.retry.max_retry_age.count() < 0)
+    fail("--max-retry-age must not be negative (0s: dead-letter after --max-attempts alone)");
+  if (options.probe_timeout.count() < 10)
+    fail("--probe-timeout must be at least 10 ms");
   if (options.publish_timeout.count() < 100)
     fail(fmt::format("--publish-timeout {} ms is too short: use at least 100",
                      options.publish_timeout.count()));
   if (options.shutdown_timeout.count() < 0)
     fail("--shutdown-timeout must not be negative");
-  if (options.batches_per_lane < 1) fail("batches-per-lane must be at least 1");
   if (options.retry.base.count() < 1 || options.retry.factor < 1.0 ||
       options.retry.cap < options.retry.base)
     fail("retry settings are inconsistent: need retry-base >= 1 ms, retry-factor >= 1 and "
@@ -43,7 +56,8 @@ void validate(const RelayOptions& options) {
                      options.compression));
 }
 
-void load_config_file(const std::string& path, RelayOptions& options) {
+void load_config_file(const std::string& path, RelayOptions& options,
+                      std::vector<std::string>* warnings) {
   toml::table table;
   try {
     table = toml::parse_file(path);
@@ -74,7 +88,25 @@ void load_config_file(const std::string& path, RelayOptions& options) {
     else if (key == "poll-interval") options.poll_interval = std::chrono::milliseconds(integer());
     else if (key == "publish-timeout") options.publish_timeout = std::chrono::milliseconds(integer());
     else if (key == "shutdown-timeout") options.shutdown_timeout = std::chrono::milliseconds(integer());
-    else if (key == "batches-per-lane") options.batches_per_lane = static_cast<int>(integer());
+    else if (key == "batches-per-lane") {
+      (void)integer();
+      if (warnings)
+        warnings->push_back(fmt::format(
+            "config file {}: key 'batches-per-lane' is no longer used (workers keep their lanes and "
+            "claim across all of them); remove it",
+            path));
+    }
+    else if (key == "max-batch-bytes") options.max_batch_bytes = integer();
+    else if (key == "batches-in-flight") options.batches_in_flight = static_cast<int>(integer());
+    else if (key == "wakeup") options.wakeup = text();
+    else if (key == "probe-timeout") options.probe_timeout = std::chrono::milliseconds(integer());
+    else if (key == "max-retry-age") {
+      try {
+        options.retry.max_retry_age = outbox::parse_duration(text());
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(fmt::format("config file {}: key 'max-retry-age': {}", path, e.what()));
+      }
+    }
     else if (key == "retry-base") options.retry.base = std::chrono::milliseconds(integer());
     else if (key == "retry-cap") options.retry.cap = std::chrono::milliseconds(integer());
     else if (key == "max-attempts") options.retry.max_attempts = static_cast<int>(integer());
@@ -103,9 +135,9 @@ void load_config_file(const std::string& path, RelayOptions& options) {
     } else {
       throw std::invalid_argument(fmt::format(
           "config file {}: unknown key '{}'; known keys: database-url, broker-url, workers, "
-          "batch-size, poll-interval, publish-timeout, shutdown-timeout, batches-per-lane, "
-          "retry-base, retry-factor, retry-cap, max-attempts, outage-backoff-cap, publish-dead-letters, "
-          "compression, drain, [kafka]",
+          "batch-size, max-batch-bytes, batches-in-flight, wakeup, poll-interval, publish-timeout, "
+          "shutdown-timeout, probe-timeout, retry-base, retry-factor, retry-cap, max-attempts, "
+          "max-retry-age, outage-backoff-cap, publish-dead-letters, compression, drain, [kafka]",
           path, raw_key.str()));
     }
   }

@@ -29,7 +29,7 @@ bool supported(const std::string& scheme) {
 
 [[noreturn]] void unknown_scheme(const brokers::BrokerUrl& url) {
   throw std::invalid_argument(fmt::format("unknown broker scheme '{}' in broker URL '{}': {}",
-                                          url.scheme, url.original, kSupported));
+                                          url.scheme, url.redacted, kSupported));
 }
 }  // namespace
 

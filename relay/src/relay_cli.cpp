@@ -12,6 +12,7 @@
 
 #include "cli_common.hpp"
 #include "txbox/relay/cli.hpp"
+#include "txbox/outbox/dead_letters.hpp"
 #include "txbox/relay/relay.hpp"
 
 namespace txbox::relay {
@@ -88,6 +89,7 @@ int relay_main(int argc, char** argv) {
   std::string log_level = "info";
   std::vector<std::string> kafka_properties;
   std::string config;
+  std::vector<std::string> config_warnings;
   int64_t poll_ms = options.poll_interval.count(), publish_ms = options.publish_timeout.count(),
           shutdown_ms = options.shutdown_timeout.count();
   int64_t retry_base_ms = options.retry.base.count(), retry_cap_ms = options.retry.cap.count();
@@ -108,7 +110,19 @@ int relay_main(int argc, char** argv) {
   app.add_option("--workers", options.workers,
                  "worker threads, each with its own PostgreSQL connection (default 4)");
   app.add_option("--batch-size", options.batch_size, "rows claimed and published per batch (default 500)");
-  app.add_option("--poll-interval", poll_ms, "idle wait in ms when there is nothing to publish (default 100)");
+  app.add_option("--max-batch-bytes", options.max_batch_bytes,
+                 "payload bytes the relay holds in flight at once, all workers together; a batch stops "
+                 "there and a single larger row is published alone (default 16777216 = 16 MiB)");
+  app.add_option("--batches-in-flight", options.batches_in_flight,
+                 "batches one worker keeps in flight: it claims the next while the broker confirms the "
+                 "previous one (default 2)");
+  app.add_option("--wakeup", options.wakeup,
+                 "how an idle relay learns of new rows: notify (LISTEN/NOTIFY within a millisecond, polling "
+                 "as the fallback) or poll (default notify)")
+      ->check(CLI::IsMember({"notify", "poll"}));
+  app.add_option("--poll-interval", poll_ms,
+                 "ms between the relay's looks at lane balance and, when idle, at due rows it was not woken "
+                 "for (default 1000)");
   app.add_flag("--drain", options.drain, "publish until the outbox is empty, then exit 0");
   app.add_option("--publish-timeout", publish_ms,
                  "ms to wait for the broker to confirm a batch; unconfirmed messages are retried (default 30000)");
@@ -118,8 +132,15 @@ int relay_main(int argc, char** argv) {
   app.add_option("--retry-factor", options.retry.factor, "retry delay growth factor (default 2)");
   app.add_option("--retry-cap", retry_cap_ms, "longest retry delay in ms (default 300000)");
   app.add_option("--max-attempts", options.retry.max_attempts,
-                 "publish attempts before a failing message is dead-lettered (default 10; attempts "
+                 "failed publish attempts before a message may be dead-lettered (default 10; attempts "
                  "while the whole broker is down do not count)");
+  std::string max_retry_age = "24h";
+  app.add_option("--max-retry-age", max_retry_age,
+                 "and how long it must have been failing: a message is dead-lettered after --max-attempts "
+                 "failures AND this long, e.g. 24h, 30m, 0s (default 24h)");
+  int64_t probe_ms = options.probe_timeout.count();
+  app.add_option("--probe-timeout", probe_ms,
+                 "ms to wait for the broker's answer when probing whether it is down (default 5000)");
   int64_t outage_cap_ms = options.outage_backoff_cap.count();
   app.add_option("--outage-backoff-cap", outage_cap_ms,
                  "longest wait in ms between probes while the broker is down (default 30000)");
@@ -135,7 +156,7 @@ int relay_main(int argc, char** argv) {
   // The config file sets the starting values; the parse below overrides them.
   if (auto path = config_path(argc, argv); !path.empty()) {
     int code = cli::guarded("txbox-relay", "", [&] {
-      load_config_file(path, options);
+      load_config_file(path, options, &config_warnings);
       return 0;
     });
     if (code) return code;
@@ -145,6 +166,8 @@ int relay_main(int argc, char** argv) {
     retry_base_ms = options.retry.base.count();
     retry_cap_ms = options.retry.cap.count();
     outage_cap_ms = options.outage_backoff_cap.count();
+    probe_ms = options.probe_timeout.count();
+    max_retry_age = fmt::format("{}s", options.retry.max_retry_age.count());
   }
   try {
     app.parse(argc, argv);
@@ -162,9 +185,16 @@ int relay_main(int argc, char** argv) {
   options.retry.base = std::chrono::milliseconds(retry_base_ms);
   options.retry.cap = std::chrono::milliseconds(retry_cap_ms);
   options.outage_backoff_cap = std::chrono::milliseconds(outage_cap_ms);
+  options.probe_timeout = std::chrono::milliseconds(probe_ms);
 
   cli::setup_logging("txbox-relay", log_level);
+  for (const auto& warning : config_warnings) spdlog::warn("{}", warning);
   return cli::guarded("txbox-relay", options.database_url, [&] {
+    try {
+      options.retry.max_retry_age = outbox::parse_duration(max_retry_age);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(fmt::format("--max-retry-age: {}", e.what()));
+    }
     for (const auto& property : kafka_properties) {
       auto eq = property.find('=');
       if (eq == std::string::npos || eq == 0)
@@ -183,8 +213,9 @@ int relay_main(int argc, char** argv) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     spdlog::info("stopped: {} messages published in {} batches, {} failed attempts, {} dead-lettered, "
-                 "{:.1f} s ({:.0f} msg/s)",
-                 stats.published, stats.batches, stats.failed, stats.dead_lettered, seconds,
+                 "{} held back, {} outages, {:.1f} s ({:.0f} msg/s)",
+                 stats.published, stats.batches, stats.failed, stats.dead_lettered, stats.held_back,
+                 stats.outages, seconds,
                  seconds > 0 ? static_cast<double>(stats.published) / seconds : 0.0);
     return cli::kExitOk;
   });

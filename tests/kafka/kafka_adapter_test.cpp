@@ -293,3 +293,175 @@ TEST_CASE("a message over the size limit fails permanently with a clear error", 
   CHECK_THAT(results[1].error, Catch::Contains("bytes") && Catch::Contains("message.max.bytes") &&
                                    Catch::Contains("make the payload smaller or raise the limit"));
 }
+
+TEST_CASE("two batches in flight on one publisher from one thread each get their own results",
+          "[kafka]") {
+  const std::string topic = txbox::test::unique_name("kafka_two_in_flight");
+  auto publisher = kafka::make_publisher(producer_options());
+  std::vector<Message> first, second;
+  for (int i = 0; i < 200; ++i) {
+    first.push_back(make_message(topic, i, "key-" + std::to_string(i % 7)));
+    second.push_back(make_message(topic, 1000 + i, "key-" + std::to_string(i % 7)));
+  }
+  // The second batch also carries one message of its own that cannot go
+  // anywhere, so its results differ from the first batch's.
+  second[50].destination = "__consumer_offsets";
+  auto pending_first = publisher->start(first);
+  auto pending_second = publisher->start(second);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  // Collected in the opposite order of starting.
+  const auto second_results = pending_second->wait(deadline);
+  const auto first_results = pending_first->wait(deadline);
+  require_all_confirmed(first_results, first.size());
+  REQUIRE(second_results.size() == second.size());
+  for (size_t i = 0; i < second.size(); ++i) {
+    INFO("message " << i << ": " << second_results[i].error);
+    if (i == 50) {
+      CHECK_FALSE(second_results[i].confirmed);
+      CHECK(second_results[i].error_class == ErrorClass::permanent);
+    } else {
+      CHECK(second_results[i].confirmed);
+    }
+  }
+
+  auto consumer = kafka::make_consumer(consumer_options(topic, txbox::test::unique_name("g")));
+  const auto deliveries = consume(*consumer, first.size() + second.size() - 1);
+  std::map<std::string, int> copies;
+  for (const auto& d : deliveries) ++copies[d.message.message_id];
+  CHECK(copies.size() == first.size() + second.size() - 1);
+  for (const auto& [id, n] : copies) {
+    INFO(id);
+    CHECK(n == 1);
+  }
+}
+
+TEST_CASE("abandoning a PendingPublish without wait() is safe and its messages still go out",
+          "[kafka]") {
+  const std::string topic = txbox::test::unique_name("kafka_abandon");
+  auto publisher = kafka::make_publisher(producer_options());
+  std::vector<Message> abandoned_messages;
+  for (int i = 0; i < 300; ++i) {
+    abandoned_messages.push_back(make_message(topic, i, "k" + std::to_string(i % 5)));
+  }
+  // Destroyed at once, before any delivery report can have arrived: the
+  // reports find the opaque state alive and are ignored.
+  publisher->start(abandoned_messages).reset();
+  {
+    auto pending = publisher->start(abandoned_messages);  // again, maybe still queued
+    pending.reset();
+  }
+  // The publisher keeps working for the next batches.
+  std::vector<Message> after;
+  for (int i = 0; i < 20; ++i) after.push_back(make_message(topic, 5000 + i, std::nullopt));
+  require_all_confirmed(publisher->publish(after, 30s), after.size());
+
+  auto consumer = kafka::make_consumer(consumer_options(topic, txbox::test::unique_name("g")));
+  const auto deliveries = consume(*consumer, abandoned_messages.size() + after.size());
+  std::set<std::string> seen;
+  for (const auto& d : deliveries) seen.insert(d.message.message_id);
+  for (const auto& m : abandoned_messages) {
+    INFO(m.message_id);
+    CHECK(seen.contains(m.message_id));
+  }
+  // Destroying the publisher with nothing pending is prompt.
+  const auto start = std::chrono::steady_clock::now();
+  publisher.reset();
+  CHECK(std::chrono::steady_clock::now() - start < 5s);
+}
+
+TEST_CASE("a destination addressing Kafka's internal topics fails permanently and nothing is "
+          "produced",
+          "[kafka]") {
+  const std::string topic = txbox::test::unique_name("kafka_internal");
+  // If this one were produced, the cluster (which auto-creates topics) would
+  // have it afterwards.
+  const std::string internal = "__" + txbox::test::unique_name("txbox_internal");
+  auto publisher = kafka::make_publisher(producer_options());
+  std::vector<Message> messages = {make_message(topic, 0, std::string("k")),
+                                   make_message("__consumer_offsets", 1, std::string("k")),
+                                   make_message(internal, 2, std::string("k")),
+                                   make_message(topic, 3, std::string("k"))};
+  const auto results = publisher->publish(messages, 30s);
+  REQUIRE(results.size() == messages.size());
+  CHECK(results[0].confirmed);
+  CHECK(results[3].confirmed);  // the refused messages do not hold their key back
+  for (size_t i : {1, 2}) {
+    INFO(results[i].error);
+    CHECK_FALSE(results[i].confirmed);
+    CHECK(results[i].error_class == ErrorClass::permanent);
+    CHECK_THAT(results[i].error, Catch::Contains("'" + messages[i].destination + "'") &&
+                                     Catch::Contains("Kafka's internal topics") &&
+                                     Catch::Contains("fix the row's destination"));
+  }
+  CHECK(partition_count(topic) > 0);
+  // The refused topic was never asked for, so it was never created. (Only
+  // a metadata request for all topics: asking for it by name would create it.)
+  char errstr[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  REQUIRE(rd_kafka_conf_set(conf, "bootstrap.servers", txbox::test::kafka_bootstrap().c_str(),
+                            errstr, sizeof errstr) == RD_KAFKA_CONF_OK);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+  REQUIRE(rk != nullptr);
+  const rd_kafka_metadata_t* md = nullptr;
+  REQUIRE(rd_kafka_metadata(rk, 1, nullptr, &md, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR);
+  bool found_topic = false;
+  bool found_internal = false;
+  for (int i = 0; i < md->topic_cnt; ++i) {
+    found_topic = found_topic || topic == md->topics[i].topic;
+    found_internal = found_internal || internal == md->topics[i].topic;
+  }
+  rd_kafka_metadata_destroy(md);
+  rd_kafka_destroy(rk);
+  CHECK(found_topic);  // the listing does include what was produced
+  CHECK_FALSE(found_internal);
+}
+
+TEST_CASE("probe() is true against the running cluster", "[kafka]") {
+  auto publisher = kafka::make_publisher(producer_options());
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(publisher->probe(10s));
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  // Also after the producer has learnt some topics.
+  const std::string topic = txbox::test::unique_name("kafka_probe");
+  const std::vector<Message> one = {make_message(topic, 0, std::nullopt)};
+  require_all_confirmed(publisher->publish(one, 30s), 1);
+  CHECK(publisher->probe(10s));
+  CHECK(publisher->healthy());
+}
+
+TEST_CASE("a message carried by a second batch while its first copy is still queued is stored "
+          "once",
+          "[kafka]") {
+  const std::string topic = txbox::test::unique_name("kafka_attach");
+  auto publisher = kafka::make_publisher(producer_options());
+  std::vector<Message> messages;
+  for (int i = 0; i < 100; ++i) messages.push_back(make_message(topic, i, std::string("one-key")));
+  // Same ids and content, started before the first batch can be confirmed.
+  auto first = publisher->start(messages);
+  auto again = publisher->start(messages);
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  require_all_confirmed(first->wait(deadline), messages.size());
+  require_all_confirmed(again->wait(deadline), messages.size());
+
+  auto consumer = kafka::make_consumer(consumer_options(topic, txbox::test::unique_name("g")));
+  auto deliveries = consume(*consumer, messages.size());
+  for (int i = 0; i < 10; ++i) {  // give extra copies a chance to show up
+    if (auto d = consumer->poll(200ms)) deliveries.push_back(std::move(*d));
+  }
+  // Every message once; a message whose first copy was already confirmed
+  // when the second batch reached it is sent again (a duplicate, in order).
+  std::map<std::string, int> copies;
+  for (const auto& d : deliveries) ++copies[d.message.message_id];
+  CHECK(copies.size() == messages.size());
+  size_t duplicated = 0;
+  for (const auto& [id, n] : copies) duplicated += n > 1 ? 1 : 0;
+  WARN(duplicated << " of " << messages.size()
+                  << " messages were already confirmed when the second batch carried them");
+  // One key, one partition: the first occurrences are in publish order.
+  std::vector<std::string> first_seen;
+  std::set<std::string> seen;
+  for (const auto& d : deliveries)
+    if (seen.insert(d.message.message_id).second) first_seen.push_back(d.message.message_id);
+  REQUIRE(first_seen.size() == messages.size());
+  for (size_t i = 0; i < messages.size(); ++i) CHECK(first_seen[i] == messages[i].message_id);
+}

@@ -1,14 +1,15 @@
 // The NATS JetStream adapter against a real nats-server (TXBOX_TEST_NATS_URL):
-// publish confirmations, Nats-Msg-Id deduplication, missing streams, the
-// durable pull consumer (ack, AckWait redelivery, MaxDeliver, dead letters)
-// and the error classification.
+// publish confirmations, batches in flight at once and abandoned ones,
+// Nats-Msg-Id deduplication, missing streams, '$' subjects and replies that
+// are not PubAcks, probe(), and the durable pull consumer (ack, AckWait
+// redelivery, MaxDeliver, dead letters). The pure logic is in
+// nats_unit_test.cpp.
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <atomic>
 #include <map>
 #include <thread>
 
-#include "errors.hpp"
 #include "nats_support.hpp"
 #include "support/test_env.hpp"
 
@@ -175,15 +176,157 @@ TEST_CASE("concurrent publish calls each get their own results", "[nats]") {
   CHECK(admin.message_count(test::nats_stream_name(good)) == 3 * 5 * 300);
 }
 
-TEST_CASE("a publisher without a reachable server is unhealthy and fails transiently by its timeout", "[nats]") {
-  auto pub = txbox::nats::make_publisher(test::nats_broker_url("nats://127.0.0.1:1"));
+TEST_CASE("a publisher without a reachable server is unhealthy, fails at once with class outage, probe() is false",
+          "[nats]") {
+  auto pub = txbox::nats::make_publisher(test::nats_broker_url("nats://user:secret@127.0.0.1:1"));
   CHECK_FALSE(pub->healthy());
   auto started = std::chrono::steady_clock::now();
-  auto results = pub->publish(messages("nowhere.events", 3), 2s);
-  CHECK(std::chrono::steady_clock::now() - started < 3s);
+  auto results = pub->publish(messages("nowhere.events", 3), 30s);
+  // Not the 30 s deadline: nothing is buffered, so there is nothing to wait for.
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
   for (const auto& r : results) {
     CHECK_FALSE(r.confirmed);
-    CHECK(r.error_class == ErrorClass::transient);
+    CHECK(r.error_class == ErrorClass::outage);
+    CHECK_THAT(r.error, Catch::Contains("will be retried") && !Catch::Contains("secret"));
+  }
+  started = std::chrono::steady_clock::now();
+  CHECK_FALSE(pub->probe(1s));
+  CHECK(std::chrono::steady_clock::now() - started < 5s);
+}
+
+TEST_CASE("probe() is a JetStream round trip that answers true on a live server", "[nats]") {
+  auto pub = publisher();
+  CHECK(pub->probe(5s));
+  CHECK(pub->probe(5s));  // repeatable
+}
+
+TEST_CASE("two batches in flight from one thread on one publisher each get their own results", "[nats]") {
+  test::JetStreamAdmin admin(test::nats_url());
+  const auto good = test::nats_subject("inflight");
+  const auto stream = test::nats_stream_name(good);
+  admin.add_stream(stream, {good});
+  const auto missing = test::nats_subject("inflightmissing");
+  auto pub = publisher();
+
+  SECTION("one batch confirmed, the other refused") {
+    auto first = messages(good, 300, "first");
+    auto second = messages(missing, 200, "second");
+    auto pending_first = pub->start(first);
+    auto pending_second = pub->start(second);
+    // Collected in the other order than started.
+    auto second_results = pending_second->wait(std::chrono::steady_clock::now() + 30s);
+    auto first_results = pending_first->wait(std::chrono::steady_clock::now() + 30s);
+    REQUIRE(first_results.size() == 300);
+    REQUIRE(second_results.size() == 200);
+    for (const auto& r : first_results) CHECK(r.confirmed);
+    for (const auto& r : second_results) {
+      CHECK_FALSE(r.confirmed);
+      CHECK(r.error_class == ErrorClass::permanent);
+    }
+    CHECK(admin.message_count(stream) == 300);
+  }
+  SECTION("both confirmed, stored in the order they were started") {
+    auto first = messages(good, 250, "first");
+    auto second = messages(good, 250, "second");
+    auto pending_first = pub->start(first);
+    auto pending_second = pub->start(second);
+    for (const auto& r : pending_second->wait(std::chrono::steady_clock::now() + 30s)) CHECK(r.confirmed);
+    for (const auto& r : pending_first->wait(std::chrono::steady_clock::now() + 30s)) CHECK(r.confirmed);
+    auto stored = admin.read_stream(stream, good);
+    REQUIRE(stored.size() == 500);
+    for (size_t i = 0; i < 250; ++i) CHECK(stored[i].message_id == first[i].message_id);
+    for (size_t i = 0; i < 250; ++i) CHECK(stored[250 + i].message_id == second[i].message_id);
+  }
+}
+
+TEST_CASE("an abandoned PendingPublish is safe: its late PubAcks never reach a later batch", "[nats]") {
+  test::JetStreamAdmin admin(test::nats_url());
+  const auto good = test::nats_subject("abandon");
+  const auto stream = test::nats_stream_name(good);
+  admin.add_stream(stream, {good});
+  const auto missing = test::nats_subject("abandonmissing");
+  auto pub = publisher();
+  int abandoned = 0;
+  for (int round = 0; round < 10; ++round) {
+    auto batch = messages(good, 300, "abandoned");
+    { auto pending = pub->start(batch); }  // destroyed at once: its PubAcks are still coming
+    abandoned += 300;
+    // The lane just given back is the one this batch gets (the pool is LIFO):
+    // a late PubAck of the abandoned batch would show up here as a confirmation.
+    auto refused = messages(missing, 300, "refused");
+    for (const auto& r : pub->publish(refused, 30s)) {
+      CHECK_FALSE(r.confirmed);
+      CHECK(r.error_class == ErrorClass::permanent);
+    }
+  }
+  // The publisher goes on working normally.
+  auto last = messages(good, 100, "after");
+  for (const auto& r : pub->publish(last, 30s)) CHECK(r.confirmed);
+  // Abandoned batches were sent (abandoning does not unsend): they are stored too.
+  CHECK(admin.message_count(stream) <= abandoned + 100);
+  CHECK(admin.message_count(stream) >= 100);
+}
+
+TEST_CASE("a PendingPublish may outlive its publisher", "[nats]") {
+  test::JetStreamAdmin admin(test::nats_url());
+  const auto subject = test::nats_subject("outlive");
+  admin.add_stream(test::nats_stream_name(subject), {subject});
+  auto batch = messages(subject, 200);
+  auto pub = publisher();
+  auto pending = pub->start(batch);
+  pub.reset();
+  auto results = pending->wait(std::chrono::steady_clock::now() + 30s);
+  REQUIRE(results.size() == 200);
+  for (const auto& r : results) CHECK(r.confirmed);
+  pending.reset();  // the last owner closes the connection
+  CHECK(admin.message_count(test::nats_stream_name(subject)) == 200);
+}
+
+TEST_CASE("a '$JS.API.STREAM.DELETE.<stream>' destination fails permanently and the stream keeps its messages",
+          "[nats]") {
+  test::JetStreamAdmin admin(test::nats_url());
+  const auto subject = test::nats_subject("apiguard");
+  const auto stream = test::nats_stream_name(subject);
+  admin.add_stream(stream, {subject});
+  auto pub = publisher();
+  for (const auto& r : pub->publish(messages(subject, 5), 10s)) REQUIRE(r.confirmed);
+
+  auto batch = messages(subject, 5, "mixed");
+  batch[1].destination = "$JS.API.STREAM.DELETE." + stream;
+  batch[2].destination = "$JS.API.STREAM.PURGE." + stream;
+  batch[3].destination = "$KV.config.key";
+  auto results = pub->publish(batch, 10s);
+  CHECK(results[0].confirmed);
+  for (int i : {1, 2, 3}) {
+    INFO(batch[static_cast<size_t>(i)].destination);
+    CHECK_FALSE(results[static_cast<size_t>(i)].confirmed);
+    CHECK(results[static_cast<size_t>(i)].error_class == ErrorClass::permanent);
+    CHECK_THAT(results[static_cast<size_t>(i)].error,
+               Catch::Contains("starts with '$'") && Catch::Contains("retrying cannot help"));
+  }
+  CHECK(results[4].confirmed);  // the rest of the batch goes on
+  CHECK(admin.message_count(stream) == 7);  // still there, nothing deleted or purged
+}
+
+TEST_CASE("a subject answered by something that is not a JetStream stream fails permanently", "[nats]") {
+  const auto subject = test::nats_subject("responder");
+  std::string reply;
+  SECTION("'+OK' from a core NATS responder") { reply = "+OK"; }
+  SECTION("an empty JSON object") { reply = "{}"; }
+  SECTION("an answer of the JetStream API itself") {
+    reply = R"({"type":"io.nats.jetstream.api.v1.stream_delete_response","success":true})";
+  }
+  SECTION("an empty reply") { reply = ""; }
+  INFO("reply: " << reply);
+  test::CoreResponder responder(test::nats_url(), subject, reply);
+  auto pub = publisher();
+  auto results = pub->publish(messages(subject, 3), 10s);
+  CHECK(responder.answered() == 3);
+  for (const auto& r : results) {
+    CHECK_FALSE(r.confirmed);
+    CHECK(r.error_class == ErrorClass::permanent);
+    CHECK_THAT(r.error, Catch::Contains("answered by something that is not a JetStream stream") &&
+                            Catch::Contains("'" + subject + "'"));
   }
 }
 
@@ -295,32 +438,4 @@ TEST_CASE("dead_letter() without a dead-letter stream falls back to core NATS an
   REQUIRE(d);
   CHECK(c->dead_letter(*d, "gave up"));
   CHECK_FALSE(poll_for(*c, 2500ms));
-}
-
-TEST_CASE("publish errors are classified once, with what to do next", "[nats][unit]") {
-  using txbox::nats::detail::classify;
-  using txbox::nats::detail::describe;
-  using txbox::nats::detail::PublishError;
-  auto err = [](natsStatus s, int code = 0, bool js = true, bool creates = false) {
-    return PublishError{s, static_cast<jsErrCode>(code), "", js, creates};
-  };
-  CHECK(classify(err(NATS_TIMEOUT)) == ErrorClass::transient);
-  CHECK(classify(err(NATS_CONNECTION_CLOSED)) == ErrorClass::transient);
-  CHECK(classify(err(NATS_NO_SERVER)) == ErrorClass::transient);
-  CHECK(classify(err(NATS_CONNECTION_DISCONNECTED)) == ErrorClass::transient);
-  CHECK(classify(err(NATS_NO_RESPONDERS)) == ErrorClass::permanent);
-  CHECK(classify(err(NATS_NO_RESPONDERS, 0, /*js=*/false)) == ErrorClass::transient);
-  CHECK(classify(err(NATS_NO_RESPONDERS, 0, true, /*creates=*/true)) == ErrorClass::transient);
-  CHECK(classify(err(NATS_MAX_PAYLOAD)) == ErrorClass::permanent);
-  CHECK(classify(err(NATS_INVALID_SUBJECT)) == ErrorClass::permanent);
-  CHECK(classify(err(NATS_ERR, JSStreamNotFoundErr)) == ErrorClass::permanent);
-  CHECK(classify(err(NATS_ERR, JSStreamMessageExceedsMaximumErr)) == ErrorClass::permanent);
-  CHECK(classify(err(NATS_ERR, JSStreamStoreFailedErr)) == ErrorClass::transient);
-  CHECK(classify(err(NATS_ERR, JSInsufficientResourcesErr)) == ErrorClass::transient);
-  CHECK_THAT(describe(err(NATS_MAX_PAYLOAD), "a.b", 2000000, 1s), Catch::Contains("max_payload"));
-  CHECK_THAT(describe(err(NATS_TIMEOUT), "a.b", 10, 1500ms), Catch::Contains("1500 ms"));
-  CHECK(txbox::nats::detail::invalid_subject_reason("orders.created").empty());
-  CHECK_FALSE(txbox::nats::detail::invalid_subject_reason("orders..created").empty());
-  CHECK_FALSE(txbox::nats::detail::invalid_subject_reason("orders.*").empty());
-  CHECK_FALSE(txbox::nats::detail::invalid_subject_reason("").empty());
 }

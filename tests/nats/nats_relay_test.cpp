@@ -184,3 +184,29 @@ TEST_CASE("nats: the inbox consumer processes each message once under redelivery
   nats_consumer->close();
   admin.delete_stream(stream);
 }
+
+TEST_CASE("nats: a row whose destination addresses the JetStream API is dead-lettered and administers nothing",
+          "[nats][relay]") {
+  auto url = test::create_database("natsapi");
+  const auto subject = test::nats_subject("orders");
+  const auto stream = test::nats_stream_name(subject);
+  test::JetStreamAdmin admin(test::nats_url());
+  admin.add_stream(stream, {subject});
+  test::fill_outbox(url, subject, 10, 2);
+  {
+    pqxx::connection conn(url);
+    pqxx::nontransaction tx(conn);
+    for (const std::string& api : std::vector<std::string>{"$JS.API.STREAM.DELETE." + stream,
+                                                            "$JS.API.STREAM.PURGE." + stream, "$KV.config.x",
+                                                            "$SYS.REQ.SERVER.PING"})
+      tx.exec0("INSERT INTO txbox.outbox (destination, message_key) VALUES (" + tx.quote(api) + ", 'admin')");
+  }
+  auto r = test::run(test::nats_relay_command(url, test::nats_url()), 120s);
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK(test::outbox_rows(url) == 0);
+  // The stream and its messages are still there; the four rows are dead letters.
+  CHECK(admin.message_count(stream) == 10);
+  CHECK(test::scalar(url, "SELECT count(*) FROM txbox.dead_letters WHERE error_class = 'permanent' AND "
+                          "destination LIKE '$%' AND last_error LIKE '%$%'") == 4);
+}

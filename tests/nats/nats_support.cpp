@@ -6,8 +6,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include "support/process.hpp"
 #include "support/test_env.hpp"
@@ -24,6 +28,17 @@ struct JsDeleter {
 struct InfoDeleter {
   void operator()(jsStreamInfo* si) const noexcept { jsStreamInfo_Destroy(si); }
 };
+struct SubDeleter {
+  void operator()(natsSubscription* sub) const noexcept { natsSubscription_Destroy(sub); }
+};
+struct MetaDeleter {
+  void operator()(jsMsgMetaData* meta) const noexcept { jsMsgMetaData_Destroy(meta); }
+};
+
+std::string header(natsMsg* msg, const char* name) {
+  const char* value = nullptr;
+  return natsMsgHeader_Get(msg, name, &value) == NATS_OK && value != nullptr ? value : "";
+}
 
 bool port_free(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -32,6 +47,17 @@ bool port_free(int port) {
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+bool port_accepts(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
   return ok;
 }
@@ -110,6 +136,93 @@ void JetStreamAdmin::delete_stream(const std::string& name) {
   (void)js_DeleteStream(impl_->js.get(), name.c_str(), nullptr, nullptr);
 }
 
+std::vector<JetStreamAdmin::StoredMessage> JetStreamAdmin::read_stream(const std::string& stream,
+                                                                      const std::string& subject) {
+  const int64_t count = message_count(stream);
+  REQUIRE(count >= 0);
+  std::vector<StoredMessage> out;
+  if (count == 0) return out;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream.c_str();
+  so.Config.AckPolicy = js_AckNone;
+  so.Config.DeliverPolicy = js_DeliverAll;
+  const std::string durable = unique_name("reader");
+  natsSubscription* raw = nullptr;
+  jsErrCode code{};
+  const natsStatus s = js_PullSubscribe(&raw, impl_->js.get(), subject.c_str(), durable.c_str(), nullptr, &so, &code);
+  INFO("js_PullSubscribe on " << stream << ": " << natsStatus_GetText(s) << " code " << code);
+  REQUIRE(s == NATS_OK);
+  std::unique_ptr<natsSubscription, SubDeleter> sub(raw);
+  int empty_fetches = 0;
+  while (static_cast<int64_t>(out.size()) < count && empty_fetches < 5) {
+    natsMsgList list{};
+    const natsStatus f = natsSubscription_Fetch(&list, sub.get(), 1000, 2000, &code);
+    if (f == NATS_TIMEOUT) {
+      ++empty_fetches;
+      continue;
+    }
+    INFO("natsSubscription_Fetch: " << natsStatus_GetText(f));
+    REQUIRE(f == NATS_OK);
+    for (int i = 0; i < list.Count; ++i) {
+      natsMsg* m = list.Msgs[i];
+      jsMsgMetaData* meta_raw = nullptr;
+      REQUIRE(natsMsg_GetMetaData(&meta_raw, m) == NATS_OK);
+      std::unique_ptr<jsMsgMetaData, MetaDeleter> meta(meta_raw);
+      out.push_back({meta->Sequence.Stream, header(m, "Nats-Msg-Id"), header(m, "message-key"),
+                     std::string(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)))});
+    }
+    natsMsgList_Destroy(&list);
+  }
+  (void)natsSubscription_Unsubscribe(sub.get());  // deletes the consumer the library created
+  REQUIRE(static_cast<int64_t>(out.size()) == count);
+  return out;
+}
+
+struct CoreResponder::Impl {
+  std::unique_ptr<natsConnection, ConnDeleter> nc;
+  std::unique_ptr<natsSubscription, SubDeleter> sub;
+  std::string reply;
+  std::atomic<int> answered{0};
+  std::atomic<bool> complete{false};  // the subscription's last callback has returned
+
+  static void on_complete(void* closure) noexcept { static_cast<Impl*>(closure)->complete = true; }
+
+  static void on_request(natsConnection* nc, natsSubscription*, natsMsg* msg, void* closure) noexcept {
+    auto* self = static_cast<Impl*>(closure);
+    if (natsMsg_GetReply(msg) != nullptr) {
+      (void)natsConnection_Publish(nc, natsMsg_GetReply(msg), self->reply.data(),
+                                   static_cast<int>(self->reply.size()));
+      ++self->answered;
+    }
+    natsMsg_Destroy(msg);
+  }
+};
+
+CoreResponder::CoreResponder(const std::string& url, const std::string& subject, std::string reply)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->reply = std::move(reply);
+  natsConnection* nc = nullptr;
+  REQUIRE(natsConnection_ConnectTo(&nc, url.c_str()) == NATS_OK);
+  impl_->nc.reset(nc);
+  natsSubscription* sub = nullptr;
+  REQUIRE(natsConnection_Subscribe(&sub, nc, subject.c_str(), &Impl::on_request, impl_.get()) == NATS_OK);
+  impl_->sub.reset(sub);
+  REQUIRE(natsSubscription_SetOnCompleteCB(sub, &Impl::on_complete, impl_.get()) == NATS_OK);
+  REQUIRE(natsConnection_FlushTimeout(nc, 5000) == NATS_OK);  // the server knows the interest
+}
+
+CoreResponder::~CoreResponder() {
+  if (impl_->sub) (void)natsSubscription_Unsubscribe(impl_->sub.get());
+  // The callback gets impl_: free it only after the last call returned.
+  for (int i = 0; i < 500 && !impl_->complete; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (impl_->nc) natsConnection_Close(impl_->nc.get());
+  impl_->sub.reset();
+  impl_->nc.reset();
+}
+
+int CoreResponder::answered() const { return impl_->answered.load(); }
+
 PrivateNats::PrivateNats() {
   dir_ = (std::filesystem::temp_directory_path() / unique_name("nats")).string();
   port_ = free_port_pair();
@@ -133,6 +246,22 @@ void PrivateNats::kill() {
   auto r = run({script(), "kill", dir_}, std::chrono::seconds(30));
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
+}
+
+void PrivateNats::crash_now() {
+  std::ifstream pid_file(dir_ + "/nats.pid");
+  pid_t pid = 0;
+  pid_file >> pid;
+  REQUIRE(pid > 0);
+  REQUIRE(::kill(pid, SIGKILL) == 0);
+  // Gone = the listener no longer accepts (a zombie, if nobody reaps it yet,
+  // holds no socket).
+  bool gone = false;
+  for (int i = 0; i < 1000 && !(gone = !port_accepts(port_)); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE(gone);
+  std::filesystem::remove(dir_ + "/nats.pid");
 }
 
 std::vector<std::string> nats_relay_command(const std::string& database_url, const std::string& nats_url,

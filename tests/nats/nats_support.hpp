@@ -34,6 +34,32 @@ class JetStreamAdmin {
   int64_t message_count(const std::string& name);
   void delete_stream(const std::string& name);
 
+  // One message as stored in a stream.
+  struct StoredMessage {
+    uint64_t sequence = 0;
+    std::string message_id;  // Nats-Msg-Id
+    std::string key;         // message-key header, empty if none
+    std::string payload;
+  };
+  // Every message of `stream` (filtered by `subject`), in stream order, read
+  // with a pull consumer of its own (deleted afterwards); REQUIREs success.
+  std::vector<StoredMessage> read_stream(const std::string& stream, const std::string& subject);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A core NATS subscriber on `subject` that answers every request with
+// `reply` (not a JetStream stream); unsubscribes in the destructor.
+class CoreResponder {
+ public:
+  CoreResponder(const std::string& url, const std::string& subject, std::string reply);
+  ~CoreResponder();
+  CoreResponder(const CoreResponder&) = delete;
+  CoreResponder& operator=(const CoreResponder&) = delete;
+  int answered() const;  // requests answered so far
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
@@ -50,6 +76,9 @@ class PrivateNats {
   const std::string& url() const { return url_; }
   int port() const { return port_; }
   void kill();   // SIGKILL: a crash
+  // SIGKILL sent from this process at once (no script start-up in between),
+  // for a crash timed within milliseconds; returns once the server is gone.
+  void crash_now();
   void start();  // again on the same port and directory (data persists)
 
  private:

@@ -1,11 +1,12 @@
 // The RabbitMQ adapter against the server at TXBOX_TEST_RABBITMQ_URL:
-// confirms, destinations, unroutable / missing-exchange failures, consumer
+// confirms, destinations, unroutable / missing-exchange / reserved-exchange
+// failures, batches in flight side by side and abandoned, probe(), consumer
 // acks, redelivery and dead-lettering.
 #include <catch2/catch.hpp>
 #include <map>
 #include <set>
 
-#include "rabbitmq_support.hpp"
+#include "rabbitmq_node.hpp"
 
 namespace test = txbox::test;
 namespace brokers = txbox::brokers;
@@ -204,6 +205,208 @@ TEST_CASE("rabbitmq: URL validation and an unreachable broker", "[rabbitmq]") {
   CHECK(std::chrono::steady_clock::now() - start < 3s);
   REQUIRE(results.size() == 1);
   CHECK_FALSE(results[0].confirmed);
-  CHECK(results[0].error_class == brokers::ErrorClass::transient);
-  CHECK_THAT(results[0].error, Catch::Contains("127.0.0.1"));
+  CHECK(results[0].error_class == brokers::ErrorClass::outage);
+  CHECK_THAT(results[0].error, Catch::Contains("127.0.0.1") && Catch::Contains("will be retried"));
+  CHECK(results[0].error.find("guest:guest") == std::string::npos);
+}
+
+namespace {
+
+// Whether the message ids of `deliveries` are `expected`, in that order.
+std::vector<std::string> ids_of(const std::vector<brokers::Delivery>& deliveries) {
+  std::vector<std::string> ids;
+  for (const auto& d : deliveries) ids.push_back(d.message.message_id);
+  return ids;
+}
+
+std::vector<std::string> ids_of(const std::vector<brokers::Message>& messages) {
+  std::vector<std::string> ids;
+  for (const auto& m : messages) ids.push_back(m.message_id);
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("rabbitmq: two batches in flight from one thread on one publisher, each with its own results",
+          "[rabbitmq]") {
+  auto q1 = test::unique_name("q"), q2 = test::unique_name("q");
+  auto c1 = test::rabbit_consumer(test::rabbitmq_url(), q1, 1000);
+  auto c2 = test::rabbit_consumer(test::rabbitmq_url(), q2, 1000);
+  auto pub = publisher();
+  for (int round = 0; round < 3; ++round) {  // the second and third rounds reuse the pooled connections
+    INFO("round " << round);
+    std::vector<brokers::Message> a, b;
+    for (int i = 0; i < 300; ++i) a.push_back(message(q1, round * 1000 + i, "k" + std::to_string(i % 7)));
+    for (int i = 0; i < 200; ++i) {
+      // Every 50th message of b is unroutable: its results must stay in b.
+      b.push_back(message(i % 50 == 7 ? test::unique_name("noqueue") : q2, 100000 + round * 1000 + i,
+                          "k" + std::to_string(i % 5)));
+    }
+    auto pending_a = pub->start(a);
+    auto pending_b = pub->start(b);
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    auto results_b = pending_b->wait(deadline);  // the later batch first
+    auto results_a = pending_a->wait(deadline);
+    REQUIRE(results_a.size() == a.size());
+    REQUIRE(results_b.size() == b.size());
+    for (const auto& r : results_a) {
+      INFO(r.error);
+      CHECK(r.confirmed);
+    }
+    std::vector<brokers::Message> routed;
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      INFO(i << ": " << results_b[i].error);
+      if (i % 50 == 7) {
+        CHECK_FALSE(results_b[i].confirmed);
+        CHECK(results_b[i].error_class == brokers::ErrorClass::permanent);
+        CHECK_THAT(results_b[i].error, Catch::Contains("no queue named"));
+      } else {
+        CHECK(results_b[i].confirmed);
+        routed.push_back(b[i]);
+      }
+    }
+    CHECK(ids_of(poll_n(*c1, a.size())) == ids_of(a));
+    CHECK(ids_of(poll_n(*c2, routed.size())) == ids_of(routed));
+  }
+  CHECK_FALSE(c1->poll(300ms));
+  CHECK_FALSE(c2->poll(300ms));
+  CHECK(pub->healthy());
+}
+
+TEST_CASE("rabbitmq: an abandoned PendingPublish is safe, the next batch gets exactly its own results",
+          "[rabbitmq]") {
+  auto queue = test::unique_name("q");
+  test::rabbit_consumer(test::rabbitmq_url(), queue)->close();  // declares the queue
+  auto pub = publisher();
+  std::set<std::string> abandoned_ids;
+  for (int round = 0; round < 4; ++round) {
+    INFO("round " << round);
+    std::vector<brokers::Message> abandoned;
+    for (int i = 0; i < 500; ++i) abandoned.push_back(message(queue, round * 10000 + i, "k"));
+    for (const auto& m : abandoned) abandoned_ids.insert(m.message_id);
+    pub->start(abandoned).reset();  // destroyed without wait()
+
+    std::vector<brokers::Message> batch;
+    for (int i = 0; i < 100; ++i) {
+      batch.push_back(message(i == 40 ? test::unique_name("noqueue") : queue, 500000 + round * 1000 + i, "k"));
+    }
+    auto results = pub->publish(batch, 30s);
+    REQUIRE(results.size() == batch.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      INFO(i << ": " << results[i].error);
+      CHECK(results[i].confirmed == (i != 40));
+    }
+    CHECK(results[40].error_class == brokers::ErrorClass::permanent);
+  }
+  // Every message of the confirmed batches arrived; abandoned ones may have.
+  auto delivered = test::drain_queue(test::rabbitmq_url(), queue, 2s);
+  std::set<std::string> confirmed_seen;
+  for (const auto& id : delivered) {
+    if (!abandoned_ids.contains(id)) confirmed_seen.insert(id);
+  }
+  CHECK(confirmed_seen.size() == 4 * 99);
+  CHECK(pub->healthy());
+}
+
+TEST_CASE("rabbitmq: amq. exchanges are refused without publishing, the rest of the batch goes through",
+          "[rabbitmq]") {
+  auto queue = test::unique_name("q");
+  // A queue bound to amq.direct: a refused message would arrive here if it were sent.
+  rabbitmq::ConsumerOptions options;
+  options.queue = queue;
+  options.exchange = "amq.direct";
+  options.exchange_type = "direct";
+  options.binding_keys = {queue};
+  auto consumer = rabbitmq::make_consumer(brokers::parse_broker_url(test::rabbitmq_url()), options);
+  auto pub = publisher();
+  std::vector<brokers::Message> batch{message("amq.direct/" + queue, 1, "k"), message(queue, 2, "k"),
+                                      message("amq.topic/" + queue, 3), message("amq.direct/x", 4)};
+  auto results = pub->publish(batch, 10s);
+  REQUIRE(results.size() == 4);
+  for (std::size_t i : {0u, 2u, 3u}) {
+    INFO(i);
+    CHECK_FALSE(results[i].confirmed);
+    CHECK(results[i].error_class == brokers::ErrorClass::permanent);
+    CHECK_THAT(results[i].error, Catch::Contains("starting with 'amq.'") &&
+                                     Catch::Contains("declare an exchange of your own"));
+  }
+  CHECK(results[1].confirmed);
+  auto delivered = poll_n(*consumer, 2, 5s);  // waits for a second message that must not come
+  REQUIRE(delivered.size() == 1);
+  CHECK(delivered[0].message.message_id == batch[1].message_id);
+}
+
+TEST_CASE("rabbitmq: headers filling exactly one frame are sent, one byte more is refused", "[rabbitmq]") {
+  auto queue = test::unique_name("q");
+  auto consumer = test::rabbit_consumer(test::rabbitmq_url(), queue);
+  auto pub = publisher();
+  auto fit = message(queue, 1, "k");
+  fit.headers = {{"pad", ""}};
+  // The content header frame, computed independently of the adapter: frame
+  // header and end, class/weight/body size, flags, delivery mode, message id,
+  // the headers table with message-id and message-key. 131072 is the
+  // frame_max RabbitMQ and rabbitmq-c agree on by default.
+  auto frame_size = [](const brokers::Message& m) {
+    std::size_t size = 7 + 1 + 12 + 2 + 1 + 1 + m.message_id.size() + 4;
+    for (const auto& [n, v] : m.headers) size += 1 + n.size() + 1 + 4 + v.size();
+    size += 1 + std::string("message-id").size() + 1 + 4 + m.message_id.size();
+    if (m.key) size += 1 + std::string("message-key").size() + 1 + 4 + m.key->size();
+    return size;
+  };
+  const std::size_t padding = 131072 - frame_size(fit);
+  fit.headers = {{"pad", std::string(padding, 'x')}};
+  REQUIRE(frame_size(fit) == 131072);
+  auto over = fit;
+  over.message_id = "00000000-0000-4000-8000-000000000002";
+  over.headers = {{"pad", std::string(padding + 1, 'x')}};
+  REQUIRE(frame_size(over) == 131073);
+  auto results = pub->publish(std::vector<brokers::Message>{fit, over, message(queue, 3, "k")}, 10s);
+  REQUIRE(results.size() == 3);
+  INFO(results[0].error);
+  CHECK(results[0].confirmed);
+  CHECK_FALSE(results[1].confirmed);
+  CHECK(results[1].error_class == brokers::ErrorClass::permanent);
+  CHECK_THAT(results[1].error, Catch::Contains("more than one AMQP frame"));
+  CHECK(results[2].confirmed);
+  auto delivered = poll_n(*consumer, 2);
+  REQUIRE(delivered.size() == 2);
+  CHECK(delivered[0].message.message_id == fit.message_id);
+  CHECK(delivered[1].message.message_id == message(queue, 3).message_id);
+}
+
+TEST_CASE("rabbitmq: probe() is true on a running broker, false quickly on an unreachable one", "[rabbitmq]") {
+  auto pub = publisher();
+  auto start = std::chrono::steady_clock::now();
+  CHECK(pub->probe(5s));
+  CHECK(pub->probe(5s));  // on the pooled connection
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  CHECK(pub->healthy());
+  // The probe leaves nothing behind that a batch could trip over.
+  auto queue = test::unique_name("q");
+  auto consumer = test::rabbit_consumer(test::rabbitmq_url(), queue);
+  CHECK(pub->publish(std::vector<brokers::Message>{message(queue, 1)}, 10s).at(0).confirmed);
+
+  auto refused = rabbitmq::make_publisher(brokers::parse_broker_url("amqp://guest:guest@127.0.0.1:1/"));
+  for (int i = 0; i < 3; ++i) {  // every probe tries again, unthrottled
+    start = std::chrono::steady_clock::now();
+    CHECK_FALSE(refused->probe(2s));
+    CHECK(std::chrono::steady_clock::now() - start < 2500ms);
+  }
+  CHECK_FALSE(refused->healthy());
+  // A port that takes the connection but never answers AMQP: bounded by the timeout.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 4) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  auto silent = rabbitmq::make_publisher(
+      brokers::parse_broker_url(fmt::format("amqp://guest:guest@127.0.0.1:{}/?connect_timeout_ms=1000", ntohs(addr.sin_port))));
+  start = std::chrono::steady_clock::now();
+  CHECK_FALSE(silent->probe(1500ms));
+  CHECK(std::chrono::steady_clock::now() - start < 4s);
+  ::close(fd);
 }

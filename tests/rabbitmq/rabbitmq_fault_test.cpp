@@ -14,6 +14,7 @@ TEST_CASE("rabbitmq fault: broker killed mid-drain and restarted: nothing lost",
   auto url = test::create_database("rmqbrokerkill");
   auto queue = test::unique_name("orders");
   test::rabbit_consumer(rabbit.url(), queue)->close();  // durable queue
+  rabbit.sync_definitions();  // or the queue may not survive the kill below
   test::fill_outbox(url, queue, kMessages, kKeys);
   auto log = "/tmp/" + queue + ".log";
   test::Process relay(test::amqp_relay_command(url, rabbit.url(),

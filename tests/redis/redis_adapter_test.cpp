@@ -1,11 +1,12 @@
 // Redis Streams adapter against TXBOX_TEST_REDIS_URL: pipelined idempotent
-// publishing, error classification, consumer group ack, XAUTOCLAIM takeover,
-// dead-letter stream.
+// publishing, batches in flight and abandoned, refused destinations, probe(),
+// error classification, consumer group ack, XAUTOCLAIM takeover, dead-letter
+// stream.
 #include <fmt/format.h>
 
 #include <thread>
 
-#include "redis_support.hpp"
+#include "redis_client.hpp"
 
 namespace test = txbox::test;
 namespace rt = txbox::test::redis;
@@ -100,7 +101,8 @@ TEST_CASE("MAXLEN trims the stream approximately", "[redis]") {
   CHECK(client.xlen(stream) >= 100);
 }
 
-TEST_CASE("a destination key that is not a stream is a permanent error with a hint", "[redis]") {
+TEST_CASE("a destination key that is not a stream is a permanent error with a hint and leaves its key's chain",
+          "[redis]") {
   auto stream = test::unique_name("wrongtype");
   rt::Client client(test::redis_url());
   client.cmd({"SET", stream, "a string"});
@@ -114,15 +116,22 @@ TEST_CASE("a destination key that is not a stream is a permanent error with a hi
   CHECK_FALSE(results[1].confirmed);
   CHECK(results[1].error_class == ErrorClass::permanent);
   CHECK_THAT(results[1].error, Catch::Matchers::Contains("holds a value that is not a stream: choose another destination"));
+  // The third was refused by the chain at first (its predecessor was not
+  // stored); a permanent failure leaves the key's sequence, so the second
+  // round sent it again chained to the first.
   CHECK(results[2].confirmed);
   CHECK(publisher->healthy());
+  auto entries = client.xrange(good);
+  REQUIRE(entries.size() == 2);
+  CHECK(entries[0].fields.at("message-id") == messages[0].message_id);
+  CHECK(entries[1].fields.at("message-id") == messages[2].message_id);
   // The rejected message was not remembered as published.
   client.cmd({"DEL", stream});
   require_confirmed(publisher->publish(std::span(messages).subspan(1, 1), 10s));
   CHECK(client.xlen(stream) == 1);
 }
 
-TEST_CASE("bad URLs are rejected naming the problem; an unreachable server is transient and unhealthy", "[redis]") {
+TEST_CASE("bad URLs are rejected naming the problem, an unreachable server is an outage and unhealthy", "[redis]") {
   using txbox::brokers::parse_broker_url;
   CHECK_THROWS_WITH(rt::publisher("redis://a:1,b:2"), Catch::Matchers::Contains("exactly one host"));
   CHECK_THROWS_WITH(rt::publisher("redis://a/x"), Catch::Matchers::Contains("database number"));
@@ -132,10 +141,153 @@ TEST_CASE("bad URLs are rejected naming the problem; an unreachable server is tr
   auto results = publisher->publish(make_messages("s", 3), 2s);
   for (const auto& r : results) {
     CHECK_FALSE(r.confirmed);
-    CHECK(r.error_class == ErrorClass::transient);
-    CHECK_THAT(r.error, Catch::Matchers::Contains("check that the server runs"));
+    CHECK(r.error_class == ErrorClass::outage);
+    CHECK_THAT(r.error, Catch::Matchers::Contains("cannot connect to Redis") &&
+                            Catch::Matchers::Contains("check that the server runs"));
   }
   CHECK_FALSE(publisher->healthy());
+}
+
+std::vector<std::string> ids_of(const std::vector<rt::Entry>& entries) {
+  std::vector<std::string> ids;
+  for (const auto& e : entries) ids.push_back(e.fields.at("message-id"));
+  return ids;
+}
+std::vector<std::string> ids_of(const std::vector<Message>& messages) {
+  std::vector<std::string> ids;
+  for (const auto& m : messages) ids.push_back(m.message_id);
+  return ids;
+}
+
+TEST_CASE("two batches in flight from one thread on one publisher: each gets its own replies", "[redis]") {
+  auto stream_a = test::unique_name("inflight_a");
+  auto stream_b = test::unique_name("inflight_b");
+  auto publisher = rt::publisher(test::redis_url());
+  auto a = make_messages(stream_a, 500, "a");
+  auto b = make_messages(stream_b, 300, "b");
+  auto pending_a = publisher->start(a);
+  auto pending_b = publisher->start(b);  // on a second connection: a's replies are not read yet
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  auto results_b = pending_b->wait(deadline);  // the later one first
+  auto results_a = pending_a->wait(deadline);
+  REQUIRE(results_a.size() == 500);
+  REQUIRE(results_b.size() == 300);
+  require_confirmed(results_a);
+  require_confirmed(results_b);
+  rt::Client client(test::redis_url());
+  CHECK(ids_of(client.xrange(stream_a)) == ids_of(a));
+  CHECK(ids_of(client.xrange(stream_b)) == ids_of(b));
+  // Both connections went back to the pool in a usable state.
+  for (int i = 0; i < 3; ++i) {
+    auto c = make_messages(stream_a, 10, "c");
+    auto p1 = publisher->start(c);
+    auto p2 = publisher->start(std::span(c).first(5));  // the same ids again: duplicates, confirmed
+    require_confirmed(p1->wait(std::chrono::steady_clock::now() + 10s));
+    require_confirmed(p2->wait(std::chrono::steady_clock::now() + 10s));
+  }
+  CHECK(client.xlen(stream_a) == 530);
+}
+
+TEST_CASE("a PendingPublish destroyed without wait(): its connection is closed, never reused, the publisher goes on",
+          "[redis]") {
+  auto wrongtype = test::unique_name("abandon_wrongtype");
+  auto stream = test::unique_name("abandon");
+  rt::Client client(test::redis_url());
+  client.cmd({"SET", wrongtype, "a string"});
+  auto publisher = rt::publisher(test::redis_url());
+  for (int round = 0; round < 10; ++round) {
+    INFO("round " << round);
+    // Its first reply is an entry id. Were its connection reused, the next
+    // batch would read that reply as the verdict on its own first message.
+    std::vector<Message> abandoned{{test::unique_name("gone"), stream, std::string("k"), "x", {}},
+                                   {test::unique_name("gone"), stream, std::string("k"), "y", {}}};
+    publisher->start(abandoned).reset();
+    std::vector<Message> next{{test::unique_name("m"), wrongtype, std::string("k"), "1", {}},
+                              {test::unique_name("m"), stream, std::string("j"), "2", {}}};
+    auto results = publisher->publish(next, 10s);
+    CHECK_FALSE(results[0].confirmed);
+    CHECK(results[0].error_class == ErrorClass::permanent);
+    CHECK_THAT(results[0].error, Catch::Matchers::Contains("not a stream"));
+    CHECK(results[1].confirmed);
+    // Abandoned while another batch is in flight on the same publisher.
+    auto kept = publisher->start(next);
+    publisher->start(abandoned).reset();
+    auto kept_results = kept->wait(std::chrono::steady_clock::now() + 10s);
+    CHECK(kept_results[0].error_class == ErrorClass::permanent);
+    CHECK(kept_results[1].confirmed);
+  }
+  CHECK(publisher->healthy());
+  // A batch in flight may outlive its publisher.
+  std::vector<Message> last{{test::unique_name("last"), stream, std::string("k"), "z", {}}};
+  auto in_flight = publisher->start(last);
+  publisher.reset();
+  require_confirmed(in_flight->wait(std::chrono::steady_clock::now() + 10s));
+}
+
+TEST_CASE("destinations starting with txbox: and empty ones fail permanently without being sent", "[redis]") {
+  auto reserved = "txbox:dedup:" + test::unique_name("x");
+  auto good = test::unique_name("good");
+  std::vector<Message> messages{{test::unique_name("m"), good, std::string("k"), "1", {}},
+                                {test::unique_name("m"), reserved, std::string("k"), "2", {}},
+                                {test::unique_name("m"), "", std::string("k"), "3", {}},
+                                {test::unique_name("m"), good, std::string("k"), "4", {}}};
+  auto publisher = rt::publisher(test::redis_url());
+  auto results = publisher->publish(messages, 10s);
+  CHECK(results[0].confirmed);
+  CHECK_FALSE(results[1].confirmed);
+  CHECK(results[1].error_class == ErrorClass::permanent);
+  CHECK_THAT(results[1].error, Catch::Matchers::Contains("'" + reserved + "'") &&
+                                   Catch::Matchers::Contains("may not start with 'txbox:'"));
+  CHECK_FALSE(results[2].confirmed);
+  CHECK(results[2].error_class == ErrorClass::permanent);
+  CHECK_THAT(results[2].error, Catch::Matchers::Contains("empty"));
+  // Refused messages never enter the key's chain: the fourth follows the first.
+  CHECK(results[3].confirmed);
+  rt::Client client(test::redis_url());
+  CHECK_FALSE(client.exists(reserved));
+  CHECK_FALSE(client.exists("txbox:dedup:" + reserved + ":" + messages[1].message_id));
+  CHECK(ids_of(client.xrange(good)) == std::vector<std::string>{messages[0].message_id, messages[3].message_id});
+
+  // A batch of refused messages only: no connection needed.
+  auto down = rt::publisher(fmt::format("redis://127.0.0.1:{}", rt::free_port()));
+  for (const auto& r : down->publish(std::span(messages).subspan(1, 2), 10s)) {
+    CHECK_FALSE(r.confirmed);
+    CHECK(r.error_class == ErrorClass::permanent);
+  }
+}
+
+TEST_CASE("messages without a message id are chained too, and not deduplicated", "[redis]") {
+  auto stream = test::unique_name("noid");
+  std::vector<Message> messages{{"", stream, std::string("k"), "1", {}}, {"", stream, std::string("k"), "2", {}}};
+  auto publisher = rt::publisher(test::redis_url());
+  require_confirmed(publisher->publish(messages, 10s));
+  require_confirmed(publisher->publish(messages, 10s));
+  rt::Client client(test::redis_url());
+  auto entries = client.xrange(stream);
+  REQUIRE(entries.size() == 4);
+  for (size_t i = 0; i < 4; ++i) {
+    CHECK(entries[i].fields.at("message-id").empty());
+    CHECK(entries[i].fields.at("payload") == messages[i % 2].payload);
+  }
+}
+
+TEST_CASE("probe(): true after a round trip, false within its timeout when the server cannot be reached", "[redis]") {
+  auto publisher = rt::publisher(test::redis_url());
+  CHECK(publisher->probe(5s));
+  CHECK(publisher->healthy());
+  require_confirmed(publisher->publish(make_messages(test::unique_name("probe"), 5), 10s));  // the pool still works
+
+  auto down = rt::publisher(fmt::format("redis://127.0.0.1:{}", rt::free_port()));
+  auto start = std::chrono::steady_clock::now();
+  CHECK_FALSE(down->probe(1s));
+  CHECK(std::chrono::steady_clock::now() - start < 1s + 5s);  // wide slack: a shared, noisy machine
+  CHECK_FALSE(down->healthy());
+  // An address where no Redis answers (the connect times out, or, behind a
+  // proxy, something else answers): false, in time.
+  auto silent = rt::publisher("redis://10.255.255.1:6379?connect_timeout_ms=300");
+  start = std::chrono::steady_clock::now();
+  CHECK_FALSE(silent->probe(500ms));
+  CHECK(std::chrono::steady_clock::now() - start < 500ms + 5s);
 }
 
 TEST_CASE("consumer: fields, delivery attempt 1, ack removes the entry from the pending list", "[redis]") {

@@ -131,6 +131,10 @@ void KafkaMock::start() {
   }
 }
 
+void KafkaMock::signal(int sig) {
+  if (process_) process_->signal(sig);
+}
+
 void KafkaMock::kill() {
   if (!process_) return;
   process_->signal(SIGKILL);

@@ -26,6 +26,9 @@ class KafkaMock {
   bool running() const;
 
   void kill();     // SIGKILL and wait: clients then see connection refused
+  // Sends a signal to the mock process, e.g. SIGSTOP for a broker that
+  // keeps its connections open but answers nothing, then SIGCONT.
+  void signal(int sig);
   void restart();  // starts again on the SAME ports (all data is lost: in memory)
 
   // Sends one control command (see `txbox-kafka-mock --help`), e.g.

@@ -63,6 +63,16 @@ std::string PrivatePostgres::create_database(const std::string& prefix) {
   return url;
 }
 
+void PrivatePostgres::listen_also(const std::string& address, const std::string& cidr) {
+  stop();
+  auto r = run({"/bin/sh", "-c",
+                "echo \"listen_addresses = '127.0.0.1," + address + "'\" >> '" + dir_ +
+                    "/data/postgresql.conf' && echo 'host all all " + cidr + " trust' >> '" + dir_ +
+                    "/data/pg_hba.conf'"});
+  if (r.exit_code != 0) throw std::runtime_error("cannot reconfigure the private PostgreSQL: " + r.output);
+  start();
+}
+
 void PrivatePostgres::stop() {
   auto r = run({pg_script(), "stop", dir_}, std::chrono::seconds(60));
   if (r.exit_code != 0) throw std::runtime_error("private PostgreSQL did not stop: " + r.output);

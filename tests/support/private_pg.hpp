@@ -18,6 +18,10 @@ class PrivatePostgres {
   std::string create_database(const std::string& prefix);
   void stop();   // fast shutdown: clients see their connections drop
   void start();
+  // Also listens on `address` and lets clients from `cidr` in (trust);
+  // restarts the server.
+  void listen_also(const std::string& address, const std::string& cidr);
+  int port() const { return port_; }
 
  private:
   std::string dir_;

@@ -36,3 +36,17 @@ TEST_CASE("malformed broker URLs are rejected with the reason", "[url]") {
   CHECK_THROWS_WITH(parse_broker_url("kafka://host:"), Contains("empty port"));
   CHECK_THROWS_WITH(parse_broker_url("kafka://h/%zz"), Contains("%-escape"));
 }
+
+TEST_CASE("a password with an unencoded '@' or '/' is taken whole and never echoed", "[url]") {
+  using Catch::Matchers::Contains;
+  auto url = parse_broker_url("amqp://relay:s3cr@t/pw@rabbit:5672/shop");
+  CHECK(url.user == "relay");
+  CHECK(url.password == "s3cr@t/pw");
+  CHECK(url.hosts.at(0).host == "rabbit");
+  CHECK(url.path == "shop");
+  CHECK(url.redacted == "amqp://***@rabbit:5672/shop");
+  CHECK(txbox::brokers::redact_broker_url("kafka://k:1") == "kafka://k:1");
+  CHECK(txbox::brokers::redact_broker_url("redis://:pw@r:6379/0?maxlen=5") == "redis://***@r:6379/0?maxlen=5");
+  CHECK_THROWS_WITH(parse_broker_url("amqp://relay:s3cr@t/pw@rabbit:notaport/x"), !Contains("s3cr"));
+  CHECK_THROWS_WITH(parse_broker_url("amqp://relay:s3cr@t/pw@rabbit:notaport/x"), Contains("amqp://***@rabbit"));
+}

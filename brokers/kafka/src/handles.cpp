@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <string_view>
+
 #include "txbox/brokers/broker.hpp"
 
 namespace txbox::kafka::detail {
@@ -31,7 +33,16 @@ void log_callback(const rd_kafka_t* rk, int level, const char* facility, const c
     // librdkafka uses syslog levels. It reports every failed connection
     // attempt at LOG_ERR; the adapters log the resulting state changes
     // themselves, so those lines are warnings here.
-    if (level <= 4) {
+    const std::string_view facility_name = facility ? facility : "";
+    const std::string_view text = message ? message : "";
+    if (facility_name == "FATAL" ||
+        (facility_name == "CONFWARN" && text.find("enable.gapless.guarantee") != text.npos)) {
+      // Both adapters report fatal errors themselves (the publisher with
+      // the line that says it replaced its producer, the consumer with a
+      // BrokerError), and the publisher sets the experimental
+      // enable.gapless.guarantee on purpose (docs/brokers/kafka.md).
+      spd_level = spdlog::level::debug;
+    } else if (level <= 4) {
       spd_level = spdlog::level::warn;
     } else if (level == 5) {
       spd_level = spdlog::level::info;

@@ -13,9 +13,6 @@ namespace txbox::nats::detail {
 
 namespace {
 
-constexpr int64_t kReconnectWaitMs = 500;
-constexpr int64_t kConnectTimeoutMs = 2000;
-constexpr int64_t kPingIntervalMs = 5000;
 constexpr std::chrono::seconds kCloseWait{5};
 
 std::vector<std::string> server_urls(const brokers::BrokerUrl& url) {
@@ -24,14 +21,14 @@ std::vector<std::string> server_urls(const brokers::BrokerUrl& url) {
     if (hp.host.empty()) {
       throw std::invalid_argument(fmt::format(
           "broker URL '{}' has an empty host: expected nats://[user:pass@]host:port[,host:port]",
-          url.original));
+          display_servers(url)));
     }
     out.push_back(fmt::format("nats://{}:{}", hp.host, hp.port == 0 ? kDefaultPort : hp.port));
   }
   if (out.empty()) {
     throw std::invalid_argument(fmt::format(
         "broker URL '{}' names no server: expected nats://[user:pass@]host:port[,host:port]",
-        url.original));
+        display_servers(url)));
   }
   return out;
 }
@@ -70,19 +67,18 @@ std::string display_servers(const brokers::BrokerUrl& url) {
   return out;
 }
 
-Connection::Connection(const brokers::BrokerUrl& url, std::string role, bool retry_initial,
-                       const std::string& connection_name)
-    : role_(std::move(role)) {
+Connection::Connection(const brokers::BrokerUrl& url, ConnectionOptions options)
+    : options_(std::move(options)) {
   if (url.scheme != "nats") {
     throw std::invalid_argument(fmt::format(
         "broker URL '{}' has scheme '{}': the NATS adapter needs nats://host:port[,host:port]",
-        url.original, url.scheme));
+        display_servers(url), url.scheme));
   }
   if (!url.path.empty()) {
     throw std::invalid_argument(fmt::format(
         "broker URL '{}' has a path '/{}': NATS URLs have none; remove it (options go in the "
         "query, e.g. ?create_streams=true)",
-        url.original, url.path));
+        display_servers(url), url.path));
   }
   const auto urls = server_urls(url);
   servers_ = display_servers(url);
@@ -98,15 +94,26 @@ Connection::Connection(const brokers::BrokerUrl& url, std::string role, bool ret
     check(natsOptions_SetUserInfo(opts.get(), url.user.c_str(), url.password.c_str()),
           "natsOptions_SetUserInfo");
   }
-  const std::string name = connection_name.empty() ? "txbox-" + role_ : connection_name;
+  const std::string name = options_.name.empty() ? "txbox-" + options_.role : options_.name;
   check(natsOptions_SetName(opts.get(), name.c_str()), "natsOptions_SetName");
   check(natsOptions_SetNoRandomize(opts.get(), true), "natsOptions_SetNoRandomize");
-  check(natsOptions_SetTimeout(opts.get(), kConnectTimeoutMs), "natsOptions_SetTimeout");
+  check(natsOptions_SetTimeout(opts.get(), options_.connect_timeout.count()),
+        "natsOptions_SetTimeout");
   check(natsOptions_SetAllowReconnect(opts.get(), true), "natsOptions_SetAllowReconnect");
   check(natsOptions_SetMaxReconnect(opts.get(), -1), "natsOptions_SetMaxReconnect");
-  check(natsOptions_SetReconnectWait(opts.get(), kReconnectWaitMs), "natsOptions_SetReconnectWait");
-  check(natsOptions_SetPingInterval(opts.get(), kPingIntervalMs), "natsOptions_SetPingInterval");
-  check(natsOptions_SetMaxPingsOut(opts.get(), 2), "natsOptions_SetMaxPingsOut");
+  check(natsOptions_SetReconnectWait(opts.get(), options_.reconnect_wait.count()),
+        "natsOptions_SetReconnectWait");
+  check(natsOptions_SetPingInterval(opts.get(), options_.ping_interval.count()),
+        "natsOptions_SetPingInterval");
+  check(natsOptions_SetMaxPingsOut(opts.get(), options_.max_pings_out),
+        "natsOptions_SetMaxPingsOut");
+  if (!options_.buffer_while_reconnecting) {
+    // 0 is taken literally by cnats 3.4.1 (the header comment says "0 =
+    // default 8 MB"; src/opts.c stores 0 and src/pub.c refuses a publish
+    // while reconnecting once the buffer holds >= 0 bytes, i.e. always, with
+    // NATS_INSUFFICIENT_BUFFER). A fault test pins this down.
+    check(natsOptions_SetReconnectBufSize(opts.get(), 0), "natsOptions_SetReconnectBufSize");
+  }
   check(natsOptions_SetFailRequestsOnDisconnect(opts.get(), true),
         "natsOptions_SetFailRequestsOnDisconnect");
   check(natsOptions_SetDisconnectedCB(opts.get(), &Connection::on_disconnected, this),
@@ -117,7 +124,7 @@ Connection::Connection(const brokers::BrokerUrl& url, std::string role, bool ret
         "natsOptions_SetClosedCB");
   check(natsOptions_SetErrorHandler(opts.get(), &Connection::on_error, this),
         "natsOptions_SetErrorHandler");
-  if (retry_initial) {
+  if (options_.retry_initial) {
     check(natsOptions_SetRetryOnFailedConnect(opts.get(), true, &Connection::on_connected, this),
           "natsOptions_SetRetryOnFailedConnect");
   }
@@ -125,12 +132,12 @@ Connection::Connection(const brokers::BrokerUrl& url, std::string role, bool ret
   const natsStatus s = natsConnection_Connect(&nc_, opts.get());
   if (s == NATS_OK) {
     connected_.store(true);
-    spdlog::info("NATS {}: connected to {}", role_, servers_);
-  } else if (s == NATS_NOT_YET_CONNECTED && retry_initial) {
+    spdlog::info("NATS {}: connected to {}", options_.role, servers_);
+  } else if (s == NATS_NOT_YET_CONNECTED && options_.retry_initial) {
     spdlog::warn(
         "NATS {}: no server reachable at {} yet; retrying every {} ms in the background "
-        "(publishing fails transiently until then)",
-        role_, servers_, kReconnectWaitMs);
+        "(publishing fails with class outage until then)",
+        options_.role, servers_, options_.reconnect_wait.count());
   } else {
     if (nc_ != nullptr) {
       natsConnection_Destroy(nc_);
@@ -138,7 +145,8 @@ Connection::Connection(const brokers::BrokerUrl& url, std::string role, bool ret
     }
     const bool retryable = s != NATS_CONNECTION_AUTH_FAILED && s != NATS_NOT_PERMITTED;
     throw brokers::BrokerError(
-        fmt::format("cannot connect the NATS {} to {}: {}{}", role_, servers_, status_name(s),
+        fmt::format("cannot connect the NATS {} to {}: {}{}", options_.role, servers_,
+                    status_name(s),
                     retryable ? "; check that nats-server runs there (with -js) and try again"
                               : "; check the user and password in the broker URL"),
         retryable);
@@ -154,6 +162,22 @@ Connection::~Connection() {
     closed_cv_.wait_for(lock, kCloseWait, [this] { return closed_; });
   }
   natsConnection_Destroy(nc_);
+}
+
+bool Connection::connected() const noexcept {
+  return nc_ != nullptr && natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED;
+}
+
+uint64_t Connection::reconnects() const noexcept {
+  if (nc_ == nullptr) return 0;
+  natsStatistics* stats = nullptr;
+  if (natsStatistics_Create(&stats) != NATS_OK) return 0;
+  uint64_t reconnects = 0;
+  if (natsConnection_GetStats(nc_, stats) == NATS_OK) {
+    (void)natsStatistics_GetCounts(stats, nullptr, nullptr, nullptr, nullptr, &reconnects);
+  }
+  natsStatistics_Destroy(stats);
+  return reconnects;
 }
 
 std::string Connection::status_text() const {
@@ -187,10 +211,10 @@ void Connection::set_connected(bool connected, const char* what) noexcept {
     if (connected) {
       char url[256] = {};
       if (natsConnection_GetConnectedUrl(nc_, url, sizeof url) != NATS_OK) url[0] = '\0';
-      spdlog::info("NATS {}: {} to {}", role_, what, url[0] ? url : servers_.c_str());
+      spdlog::info("NATS {}: {} to {}", options_.role, what, url[0] ? url : servers_.c_str());
     } else {
-      spdlog::warn("NATS {}: {} from {}; reconnecting every {} ms until a server answers", role_,
-                   what, servers_, kReconnectWaitMs);
+      spdlog::warn("NATS {}: {} from {}; reconnecting every {} ms until a server answers",
+                   options_.role, what, servers_, options_.reconnect_wait.count());
     }
   } catch (...) {
   }
@@ -223,7 +247,7 @@ void Connection::on_error(natsConnection*, natsSubscription*, natsStatus err,
                           void* closure) noexcept {
   auto* self = static_cast<Connection*>(closure);
   try {
-    spdlog::warn("NATS {}: asynchronous error {}", self->role_, status_name(err));
+    spdlog::warn("NATS {}: asynchronous error {}", self->options_.role, status_name(err));
   } catch (...) {
   }
 }

@@ -99,10 +99,10 @@ class NatsConsumer final : public brokers::Consumer {
       } else if (key != "create_streams" && key != "duplicate_window") {  // publisher options
         throw std::invalid_argument(fmt::format(
             "unknown NATS broker URL option '{}' in '{}' for a consumer: supported is name",
-            key, url.original));
+            key, display_servers(url)));
       }
     }
-    conn_ = std::make_unique<Connection>(url, "consumer", /*retry_initial=*/false, name);
+    conn_ = std::make_unique<Connection>(url, ConnectionOptions{.role = "consumer", .name = name});
     js_ = conn_->jetstream();
 
     jsSubOptions so;
@@ -219,11 +219,12 @@ class NatsConsumer final : public brokers::Consumer {
     }
     if (s != NATS_OK) {
       throw BrokerError(
-          fmt::format("could not publish the dead letter of stream sequence {} to '{}': {}{}; "
-                      "the message stays unacked and is redelivered after AckWait",
-                      delivery.offset, options_.dead_letter_subject, status_name(s),
-                      code != 0 ? fmt::format(" [JetStream error {}]", static_cast<int>(code)) : ""),
-          classify(PublishError{s, code, "", true, false}) == brokers::ErrorClass::transient);
+          fmt::format(
+              "could not publish the dead letter of stream sequence {} to '{}': {}{}; "
+              "the message stays unacked and is redelivered after AckWait",
+              delivery.offset, options_.dead_letter_subject, status_name(s),
+              code != 0 ? fmt::format(" [JetStream error {}]", static_cast<int>(code)) : ""),
+          classify(PublishError::reported(s, {}, code)) != brokers::ErrorClass::permanent);
     }
     s = natsMsg_Term(original, nullptr);
     if (s == NATS_OK) s = natsConnection_FlushTimeout(conn_->get(), 5000);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -55,23 +56,45 @@ constexpr int kDefaultPort = 4222;
 // "nats://host:port,nats://host2:port" with the password hidden, for logs.
 std::string display_servers(const brokers::BrokerUrl& url);
 
-// One cnats connection with infinite reconnects. `role` ("publisher",
-// "consumer") prefixes the log lines. Callbacks never throw into cnats.
-// On destruction the connection is closed and, as far as cnats allows,
-// every callback has returned.
+// How a Connection is set up. The defaults suit both roles; the publisher
+// turns `buffer_while_reconnecting` off.
+struct ConnectionOptions {
+  std::string role;  // "publisher", "consumer": prefixes the log lines
+  std::string name;  // shown by nats-server (/connz); empty = "txbox-<role>"
+  // When no server answers at construction: keep trying in the background
+  // (publisher) instead of throwing BrokerError (consumer).
+  bool retry_initial = false;
+  // cnats keeps what is written while reconnecting (8 MB by default) and
+  // sends it after the reconnect; messages lost with the old connection are
+  // then behind later ones. false: no reconnect buffer, a publish while
+  // reconnecting fails at once with NATS_INSUFFICIENT_BUFFER (cnats 3.4.1,
+  // src/pub.c; pinned by tests/nats/fault/nats_publisher_fault_test.cpp).
+  bool buffer_while_reconnecting = true;
+  std::chrono::milliseconds reconnect_wait{500};
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds ping_interval{5000};
+  int max_pings_out = 2;
+};
+
+// One cnats connection with infinite reconnects. Callbacks never throw into
+// cnats. On destruction the connection is closed and, as far as cnats
+// allows, every callback has returned.
 class Connection {
  public:
-  // `retry_initial`: when no server answers yet, keep trying in the
-  // background (publisher) instead of throwing BrokerError (consumer).
-  // Throws std::invalid_argument for a bad URL (wrong scheme, path, ...).
-  Connection(const brokers::BrokerUrl& url, std::string role, bool retry_initial,
-             const std::string& connection_name = {});
+  // Throws std::invalid_argument for a bad URL (wrong scheme, path, ...),
+  // BrokerError when no server answers and !options.retry_initial.
+  Connection(const brokers::BrokerUrl& url, ConnectionOptions options);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
   natsConnection* get() const noexcept { return nc_; }
-  bool connected() const noexcept { return connected_.load(); }
+  // Up, as far as cnats knows right now (no round trip).
+  bool connected() const noexcept;
+  // How many times cnats re-established the connection since it was
+  // created (counted synchronously by cnats, unlike the callbacks). A PubAck
+  // for a message sent before a reconnect can no longer arrive.
+  uint64_t reconnects() const noexcept;
   const std::string& servers() const noexcept { return servers_; }
   // The connection's state in words ("connected", "reconnecting", ...).
   std::string status_text() const;
@@ -87,7 +110,7 @@ class Connection {
                        void* closure) noexcept;
   void set_connected(bool connected, const char* what) noexcept;
 
-  std::string role_;
+  ConnectionOptions options_;
   std::string servers_;
   natsConnection* nc_ = nullptr;
   std::atomic<bool> connected_{false};

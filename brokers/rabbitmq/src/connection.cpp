@@ -1,16 +1,19 @@
 #include "connection.hpp"
 
 #include <amqp_tcp_socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 
 namespace txbox::rabbitmq::detail {
 
 namespace {
 constexpr int kDefaultPort = 5672;
-constexpr std::chrono::milliseconds kRpcTimeout{10000};
 constexpr std::chrono::milliseconds kCloseTimeout{1000};
 
 int parse_int(const std::string& name, const std::string& value, int min, int max) {
@@ -30,9 +33,11 @@ void apply_option(Endpoint& endpoint, const std::string& name, const std::string
     endpoint.connect_timeout = std::chrono::milliseconds(parse_int(name, value, 1, 3600000));
   } else if (name == "heartbeat") {
     endpoint.heartbeat = parse_int(name, value, 0, 3600);
+  } else if (name == "send_timeout_ms") {
+    endpoint.send_timeout = std::chrono::milliseconds(parse_int(name, value, 0, 3600000));
   } else {
     throw std::invalid_argument(fmt::format(
-        "unknown RabbitMQ option '{}': supported are connect_timeout_ms and heartbeat (seconds)",
+        "unknown RabbitMQ option '{}': supported are connect_timeout_ms, send_timeout_ms and heartbeat (seconds)",
         name));
   }
 }
@@ -43,18 +48,18 @@ Endpoint parse_endpoint(const brokers::BrokerUrl& url, const brokers::Properties
   if (url.scheme != "amqp") {
     throw std::invalid_argument(fmt::format(
         "broker URL '{}' has scheme '{}': the RabbitMQ adapter needs amqp://user:pass@host:port/vhost",
-        url.original, url.scheme));
+        url.redacted, url.scheme));
   }
   if (url.hosts.empty() || url.hosts.front().host.empty()) {
     throw std::invalid_argument(fmt::format(
-        "broker URL '{}' names no host: expected amqp://user:pass@host:port/vhost", url.original));
+        "broker URL '{}' names no host: expected amqp://user:pass@host:port/vhost", url.redacted));
   }
   Endpoint endpoint;
   endpoint.heartbeat = default_heartbeat;
   for (auto hp : url.hosts) {
     if (hp.host.empty()) {
       throw std::invalid_argument(fmt::format("broker URL '{}' has an empty host in its host list",
-                                              url.original));
+                                              url.redacted));
     }
     if (hp.port == 0) hp.port = kDefaultPort;
     endpoint.hosts.push_back(hp);
@@ -83,8 +88,51 @@ timeval to_timeval(std::chrono::milliseconds ms) noexcept {
   return tv;
 }
 
-std::unique_ptr<Connection> Connection::open(const Endpoint& endpoint, amqp_channel_t channel) {
-  Failure last{Cause::library, AMQP_STATUS_SOCKET_ERROR, "no host to connect to"};
+namespace {
+amqp_table_entry_t bool_entry(const char* key, bool value) {
+  amqp_table_entry_t e{};
+  e.key = amqp_cstring_bytes(key);
+  e.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+  e.value.value.boolean = value ? 1 : 0;
+  return e;
+}
+amqp_table_entry_t string_entry(const char* key, const char* value) {
+  amqp_table_entry_t e{};
+  e.key = amqp_cstring_bytes(key);
+  e.value.kind = AMQP_FIELD_KIND_UTF8;
+  e.value.value.bytes = amqp_cstring_bytes(value);
+  return e;
+}
+
+// The kernel drops a connection whose sent data stays unacknowledged, or
+// whose peer advertises a zero window, for longer than `timeout`:
+// rabbitmq-c sends without a deadline, so a broker that stops reading
+// (connection.blocked) would otherwise hang a publish forever.
+void set_send_timeout(amqp_socket_t* socket, std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0) return;
+  int fd = amqp_socket_get_sockfd(socket);
+  unsigned int ms = static_cast<unsigned int>(timeout.count());
+  if (fd < 0 || ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms) != 0) {
+    spdlog::warn("RabbitMQ: cannot set TCP_USER_TIMEOUT on the connection; a broker that stops reading may "
+                 "stall a publish until the kernel gives up");
+  }
+}
+}  // namespace
+
+std::unique_ptr<Connection> Connection::open(const Endpoint& endpoint, amqp_channel_t channel,
+                                             const OpenOptions& options) {
+  const auto connect_timeout = options.connect_timeout.value_or(endpoint.connect_timeout);
+  // Client properties: rabbitmq-c merges them into its own (which announce
+  // only authentication_failure_close and exchange_exchange_bindings).
+  amqp_table_entry_t capabilities[] = {bool_entry("connection.blocked", true)};
+  amqp_table_entry_t properties[2] = {
+      string_entry("connection_name", options.publisher ? "txbox publisher" : "txbox consumer"), {}};
+  properties[1].key = amqp_cstring_bytes("capabilities");
+  properties[1].value.kind = AMQP_FIELD_KIND_TABLE;
+  properties[1].value.value.table = {1, capabilities};
+  const amqp_table_t client_properties{options.publisher ? 2 : 1, properties};
+
+  Failure last{Cause::unreachable, AMQP_STATUS_SOCKET_ERROR, "no host to connect to"};
   for (const auto& hp : endpoint.hosts) {
     ConnectionPtr state(amqp_new_connection());
     if (!state) throw AmqpError({Cause::library, AMQP_STATUS_NO_MEMORY, "amqp_new_connection failed"});
@@ -92,22 +140,23 @@ std::unique_ptr<Connection> Connection::open(const Endpoint& endpoint, amqp_chan
     if (socket == nullptr) {
       throw AmqpError({Cause::library, AMQP_STATUS_NO_MEMORY, "amqp_tcp_socket_new failed"});
     }
-    timeval connect_tv = to_timeval(endpoint.connect_timeout);
+    timeval connect_tv = to_timeval(connect_timeout);
     int status = amqp_socket_open_noblock(socket, hp.host.c_str(), hp.port, &connect_tv);
     if (status != AMQP_STATUS_OK) {
-      last = {Cause::library, status,
+      last = {Cause::unreachable, status,
               fmt::format("cannot connect to RabbitMQ at {}:{}: {}; check that the broker runs "
                           "and the URL is right",
                           hp.host, hp.port, amqp_error_string2(status))};
       continue;
     }
-    timeval handshake_tv = to_timeval(endpoint.connect_timeout);
+    set_send_timeout(socket, endpoint.send_timeout);
+    timeval handshake_tv = to_timeval(connect_timeout);
     amqp_set_handshake_timeout(state.get(), &handshake_tv);
-    timeval rpc_tv = to_timeval(kRpcTimeout);
-    amqp_set_rpc_timeout(state.get(), &rpc_tv);
-    amqp_rpc_reply_t reply =
-        amqp_login(state.get(), endpoint.vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE, endpoint.heartbeat,
-                   AMQP_SASL_METHOD_PLAIN, endpoint.user.c_str(), endpoint.password.c_str());
+    timeval setup_tv = to_timeval(std::min(connect_timeout, kRpcTimeout));  // channel.open, confirm.select
+    amqp_set_rpc_timeout(state.get(), &setup_tv);
+    amqp_rpc_reply_t reply = amqp_login_with_properties(
+        state.get(), endpoint.vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE, endpoint.heartbeat, &client_properties,
+        AMQP_SASL_METHOD_PLAIN, endpoint.user.c_str(), endpoint.password.c_str());
     if (reply.reply_type != AMQP_RESPONSE_NORMAL) {
       last = failure_of(reply, fmt::format("login to RabbitMQ at {}:{} as '{}' (vhost '{}')", hp.host,
                                            hp.port, endpoint.user, endpoint.vhost));
@@ -115,26 +164,28 @@ std::unique_ptr<Connection> Connection::open(const Endpoint& endpoint, amqp_chan
           last.code == AMQP_STATUS_SOCKET_CLOSED) {
         last.text += ": check the user, password and that the vhost exists with permissions for the user";
       }
+      if (last.cause == Cause::library) last.cause = Cause::unreachable;
       continue;
     }
     std::unique_ptr<Connection> conn(new Connection(std::move(state), channel));
     amqp_channel_open(conn->get(), channel);
     conn->check_rpc("opening an AMQP channel");
+    if (options.confirms) conn->enable_confirms();
+    conn->set_rpc_timeout(kRpcTimeout);
     return conn;
   }
   throw AmqpError(last);
 }
 
 Connection::~Connection() {
-  if (!state_) return;
-  if (!broken_) {
-    timeval tv = to_timeval(kCloseTimeout);
-    amqp_set_rpc_timeout(state_.get(), &tv);
+  if (!state_ || broken_) return;
+  timeval tv = to_timeval(kCloseTimeout);
+  amqp_set_rpc_timeout(state_.get(), &tv);
+  if (!channel_closed_) {
     amqp_rpc_reply_t r = amqp_channel_close(state_.get(), channel_, AMQP_REPLY_SUCCESS);
-    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-      (void)amqp_connection_close(state_.get(), AMQP_REPLY_SUCCESS);
-    }
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) return;
   }
+  (void)amqp_connection_close(state_.get(), AMQP_REPLY_SUCCESS);
 }
 
 void Connection::check_rpc(std::string_view what) {
@@ -169,12 +220,11 @@ void Connection::send_connection_close_ok() noexcept {
 }
 
 void Connection::reopen_channel() {
-  amqp_channel_t next = static_cast<amqp_channel_t>(channel_ + 1);
-  if (next == 0 || next > 2000) {  // stay within the negotiated channel_max
-    broken_ = true;
-    throw AmqpError({Cause::library, AMQP_STATUS_UNEXPECTED_STATE,
-                     "too many channels closed by the broker on one connection; reconnecting"});
-  }
+  // A fresh number: the broker may not have forgotten the closed channel
+  // yet. Numbers wrap within the negotiated channel_max (RabbitMQ: 2047).
+  int max = amqp_get_channel_max(state_.get());
+  if (max <= 0 || max > 65535) max = 65535;
+  amqp_channel_t next = static_cast<amqp_channel_t>(channel_ >= max ? 1 : channel_ + 1);
   amqp_channel_open(state_.get(), next);
   amqp_rpc_reply_t reply = amqp_get_rpc_reply(state_.get());
   if (reply.reply_type != AMQP_RESPONSE_NORMAL) {
@@ -182,6 +232,7 @@ void Connection::reopen_channel() {
     throw AmqpError(failure_of(reply, "reopening an AMQP channel"));
   }
   channel_ = next;
+  channel_closed_ = false;
   if (confirms_) {
     amqp_confirm_select(state_.get(), channel_);
     reply = amqp_get_rpc_reply(state_.get());
@@ -190,6 +241,25 @@ void Connection::reopen_channel() {
       throw AmqpError(failure_of(reply, "enabling publisher confirms on a reopened channel"));
     }
   }
+}
+
+void Connection::channel_closed_by_broker() noexcept {
+  send_channel_close_ok(channel_);
+  channel_closed_ = true;
+}
+
+void Connection::ensure_channel() {
+  if (channel_closed_) reopen_channel();
+}
+
+void Connection::set_rpc_timeout(std::chrono::milliseconds timeout) noexcept {
+  timeval tv = to_timeval(std::max(timeout, std::chrono::milliseconds(1)));
+  amqp_set_rpc_timeout(state_.get(), &tv);
+}
+
+std::size_t Connection::frame_max() const noexcept {
+  int max = amqp_get_frame_max(state_.get());
+  return max > 0 ? static_cast<std::size_t>(max) : static_cast<std::size_t>(AMQP_DEFAULT_FRAME_SIZE);
 }
 
 void Connection::enable_confirms() {

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,6 +24,10 @@ struct Endpoint {
   std::string vhost = "/";
   std::chrono::milliseconds connect_timeout{5000};
   int heartbeat = 0;     // seconds, 0 = off
+  // How long a send may stall (the broker stopped reading: blocked by an
+  // alarm, overloaded, or gone without closing the socket) before the kernel
+  // drops the connection (TCP_USER_TIMEOUT); 0 = the kernel's default.
+  std::chrono::milliseconds send_timeout{30000};
   std::string display;   // amqp://user@host:port/vhost, no password
 };
 
@@ -47,11 +52,28 @@ class AmqpError : public std::runtime_error {
   Failure failure_;
 };
 
+// Default timeout of an RPC (channel.open, exchange.declare, ...).
+inline constexpr std::chrono::milliseconds kRpcTimeout{10000};
+
+struct OpenOptions {
+  // Publisher connections announce the `connection.blocked` capability
+  // (rabbitmq-c 0.11 does not), so the broker tells them about alarms.
+  bool publisher = false;
+  // Overrides endpoint.connect_timeout (probe() connects within its timeout).
+  // Bounds the TCP connect, the AMQP handshake and the channel setup.
+  std::optional<std::chrono::milliseconds> connect_timeout;
+  // confirm.select on the channel (publisher confirms).
+  bool confirms = false;
+};
+
 class Connection {
  public:
-  // Connects to the first reachable host, logs in, opens `channel`.
-  // Throws AmqpError.
-  static std::unique_ptr<Connection> open(const Endpoint& endpoint, amqp_channel_t channel);
+  // Connects to the first reachable host, logs in, opens `channel` (in
+  // confirm mode with options.confirms). RPCs afterwards time out after
+  // kRpcTimeout. Throws AmqpError (cause unreachable when no host could be
+  // connected to).
+  static std::unique_ptr<Connection> open(const Endpoint& endpoint, amqp_channel_t channel,
+                                          const OpenOptions& options = {});
   ~Connection();  // closes politely unless broken (short timeout), then frees
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -68,9 +90,17 @@ class Connection {
   // Answers a channel.close / connection.close from the broker.
   void send_channel_close_ok(amqp_channel_t channel) noexcept;
   void send_connection_close_ok() noexcept;
-  // Opens a new channel (next number) after the broker closed the current
-  // one. Throws AmqpError.
+  // Opens a new channel (next number, wrapping within channel_max) after the
+  // broker closed the current one. Throws AmqpError.
   void reopen_channel();
+  // The broker closed the channel: answers with channel.close-ok; the
+  // channel is reopened by ensure_channel() when it is needed next.
+  void channel_closed_by_broker() noexcept;
+  // Reopens the channel if the broker closed it. Throws AmqpError.
+  void ensure_channel();
+  bool channel_usable() const noexcept { return !channel_closed_; }
+  void set_rpc_timeout(std::chrono::milliseconds timeout) noexcept;
+  std::size_t frame_max() const noexcept;
   // confirm.select on the channel (and on every reopened one). Throws AmqpError.
   void enable_confirms();
 
@@ -80,6 +110,7 @@ class Connection {
   amqp_channel_t channel_;
   bool broken_ = false;
   bool confirms_ = false;
+  bool channel_closed_ = false;  // closed by the broker, close-ok sent, not reopened yet
 };
 
 timeval to_timeval(std::chrono::milliseconds ms) noexcept;

@@ -40,27 +40,42 @@ const char* reply_name(int code) {
 ErrorClass classify(const Failure& failure) noexcept {
   switch (failure.cause) {
     case Cause::returned:
+    case Cause::refused:
       return ErrorClass::permanent;
     case Cause::nack:
     case Cause::timeout:
       return ErrorClass::transient;
+    case Cause::unreachable:
+    case Cause::blocked:
+      return ErrorClass::outage;
     case Cause::library:
-      return failure.code == AMQP_STATUS_TABLE_TOO_BIG ? ErrorClass::permanent
-                                                       : ErrorClass::transient;
+      // Only an encoding failure is about the message; everything else means
+      // the connection is gone or not answering.
+      return failure.code == AMQP_STATUS_TABLE_TOO_BIG ? ErrorClass::permanent : ErrorClass::outage;
     case Cause::channel_closed:
-    case Cause::connection_closed:
       switch (failure.code) {
         case 311:  // CONTENT_TOO_LARGE
-        case 403:  // ACCESS_REFUSED
-        case 404:  // NOT_FOUND
+        case 403:  // ACCESS_REFUSED (on an exchange or queue)
+        case 404:  // NOT_FOUND (exchange)
         case 501:  // FRAME_ERROR (frame too large)
           return ErrorClass::permanent;
         case 406:  // PRECONDITION_FAILED: permanent only for a message over max_message_size
           return contains(failure.text, "max size") || contains(failure.text, "larger than")
                      ? ErrorClass::permanent
                      : ErrorClass::transient;
-        default:  // 320 CONNECTION_FORCED, 405 RESOURCE_LOCKED, 541 INTERNAL_ERROR, ...
+        default:  // 405 RESOURCE_LOCKED, 541 INTERNAL_ERROR, ...
           return ErrorClass::transient;
+      }
+    case Cause::connection_closed:
+      switch (failure.code) {
+        case 501:  // FRAME_ERROR
+        case 502:  // SYNTAX_ERROR
+        case 503:  // COMMAND_INVALID
+        case 504:  // CHANNEL_ERROR
+        case 505:  // UNEXPECTED_FRAME
+          return ErrorClass::transient;  // a protocol error on this connection, not a broker outage
+        default:  // 320 CONNECTION_FORCED (shutdown, closed by an operator), 541, 403/530 at login, ...
+          return ErrorClass::outage;
       }
   }
   return ErrorClass::transient;
@@ -99,23 +114,36 @@ std::string describe(const Failure& failure) {
       if (failure.code == AMQP_STATUS_TABLE_TOO_BIG) {
         return failure.text + ": the headers do not fit in one AMQP frame; send fewer/smaller headers";
       }
-      return failure.text + " (connection dropped; reconnecting, will be retried)";
+      return failure.text + " (connection dropped; will be retried once reconnected)";
+    case Cause::unreachable:
+      return failure.text + "; will be retried once the broker is reachable";
+    case Cause::blocked:
+      return failure.text +
+             ": RabbitMQ stops reading from publishers while a memory or disk alarm is raised; free memory or "
+             "disk on the broker (rabbitmq-diagnostics alarms); will be retried once it unblocks";
     case Cause::nack:
       return failure.text + ": the broker refused the message (basic.nack); will be retried";
     case Cause::timeout:
     case Cause::returned:
+    case Cause::refused:
       return failure.text;
     case Cause::channel_closed:
     case Cause::connection_closed: {
       std::string hint;
       switch (failure.code) {
-        case 403: hint = "grant the user write/configure permission on it in this vhost"; break;
+        case 403: hint = "grant the user write permission on it in this vhost"; break;
         case 404: hint = "declare it (or fix the destination)"; break;
-        case 320: hint = "the broker closed the connection; reconnecting, will be retried"; break;
+        case 320: hint = "the broker closed the connection; will be retried once reconnected"; break;
         case 405: hint = "the resource is locked by another connection; will be retried"; break;
         default:
-          hint = classify(failure) == ErrorClass::permanent ? "fix the message or the broker limits"
-                                                            : "will be retried";
+          switch (classify(failure)) {
+            case ErrorClass::permanent: hint = "fix the message or the broker limits; not retried"; break;
+            case ErrorClass::outage: hint = "will be retried once the broker is back"; break;
+            case ErrorClass::transient: hint = "will be retried"; break;
+          }
+      }
+      if (failure.cause == Cause::connection_closed && failure.code == 403) {
+        hint = "check the user, password and the user's permissions on the vhost; will be retried";
       }
       return fmt::format("{} ({} {}): {}", failure.text, reply_name(failure.code), failure.code, hint);
     }

@@ -13,12 +13,17 @@ namespace txbox::rabbitmq::detail {
 
 // Where a failure was seen.
 enum class Cause {
-  library,           // rabbitmq-c status (code = amqp_status_enum): socket, timeout, encoding
-  channel_closed,    // channel.close from the broker (code = AMQP reply code)
-  connection_closed, // connection.close from the broker (code = AMQP reply code)
-  nack,              // basic.nack of a published message
-  returned,          // basic.return of a mandatory message (code = reply code, 312 NO_ROUTE)
-  timeout,           // no confirm within the publish timeout
+  library,            // rabbitmq-c status on an open connection (code = amqp_status_enum):
+                      // socket error, connection closed, heartbeat / RPC timeout, encoding
+  unreachable,        // no connection could be made (code = amqp_status_enum of the last try,
+                      // or the reply code the broker closed the login with)
+  channel_closed,     // channel.close from the broker (code = AMQP reply code)
+  connection_closed,  // connection.close from the broker (code = AMQP reply code)
+  blocked,            // connection.blocked: a memory or disk alarm on the broker
+  nack,               // basic.nack of a published message
+  returned,           // basic.return of a mandatory message (code = reply code, 312 NO_ROUTE)
+  timeout,            // no confirm before the deadline on a connection that is fine
+  refused,            // txbox refused to send the message (reserved exchange, too-long names)
 };
 
 // A failure: cause, code and the broker's / library's text.
@@ -28,19 +33,26 @@ struct Failure {
   std::string text;
 };
 
-// THE classification. Permanent = the same message can never succeed:
-// NOT_FOUND (404, missing exchange), ACCESS_REFUSED (403), an unroutable
-// (returned) message, a frame / message too large (501, 406 "max size",
-// AMQP_STATUS_TABLE_TOO_BIG). Everything else is transient: socket errors,
-// connection forced/closed (320), timeouts, RESOURCE_LOCKED (405), nacks.
+// THE classification.
+// - outage (the broker as a whole is unavailable; no attempt is counted):
+//   unreachable, a lost connection (socket error, heartbeat or RPC timeout),
+//   connection.blocked, connection.close other than a protocol error
+//   (320 CONNECTION_FORCED, 541 INTERNAL_ERROR, ...);
+// - permanent (the same message can never succeed): returned (unroutable),
+//   refused by txbox, a channel closed with 403 ACCESS_REFUSED, 404 NOT_FOUND
+//   (missing exchange), 311 / 501 (too large), 406 "larger than max size",
+//   headers that do not fit in a frame (AMQP_STATUS_TABLE_TOO_BIG);
+// - transient (retry this message later): nack, confirm timeout, any other
+//   channel error (405 RESOURCE_LOCKED, 406 other preconditions, ...), a
+//   connection closed for a protocol error (501..505).
 brokers::ErrorClass classify(const Failure& failure) noexcept;
 
 // Failure of an RPC reply (amqp_login, amqp_get_rpc_reply, amqp_read_message...).
 // `what` names the operation. Sends nothing.
 Failure failure_of(const amqp_rpc_reply_t& reply, std::string_view what);
 
-// "NOT_FOUND (404): no exchange 'x' in vhost '/'"-style text with a hint
-// on what to do next.
+// The failure's text with the AMQP reply name and code where there is one,
+// and what to do next / whether it will be retried.
 std::string describe(const Failure& failure);
 
 std::string to_string(amqp_bytes_t bytes);

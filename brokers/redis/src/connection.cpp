@@ -1,10 +1,14 @@
 #include "connection.hpp"
 
 #include <fmt/format.h>
+#include <pthread.h>
+#include <sds.h>
 #include <sys/time.h>
 
 #include <cerrno>
 #include <charconv>
+#include <csignal>
+#include <ctime>
 #include <stdexcept>
 
 namespace txbox::redis::detail {
@@ -13,7 +17,7 @@ namespace {
 constexpr const char* kForm = "expected redis://[[user]:password@]host[:port][/db][?maxlen=N&dedup_ttl=SECONDS]";
 
 [[noreturn]] void bad_url(const brokers::BrokerUrl& url, const std::string& why) {
-  throw std::invalid_argument(fmt::format("invalid Redis URL '{}': {}; {}", url.original, why, kForm));
+  throw std::invalid_argument(fmt::format("invalid Redis URL '{}': {}; {}", url.redacted, why, kForm));
 }
 
 timeval to_timeval(std::chrono::milliseconds timeout) {
@@ -24,6 +28,39 @@ timeval to_timeval(std::chrono::milliseconds timeout) {
   return tv;
 }
 
+// hiredis writes with write(2). On a connection the server has closed (a
+// restart while it sat in the pool), the first write draws a reset and the
+// next one raises SIGPIPE, whose default action ends the process. Blocks
+// SIGPIPE on this thread (it is sent to the writing thread) while a write
+// runs and discards one it raised; the write itself then fails with EPIPE.
+class SigpipeBlocked {
+ public:
+  SigpipeBlocked() {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;  // someone else's: leave it alone
+    pthread_sigmask(SIG_BLOCK, &pipe_, &previous_);
+  }
+  ~SigpipeBlocked() {
+    if (!was_pending_) {
+      timespec zero{};
+      while (sigtimedwait(&pipe_, nullptr, &zero) == SIGPIPE) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &previous_, nullptr);
+  }
+  SigpipeBlocked(const SigpipeBlocked&) = delete;
+  SigpipeBlocked& operator=(const SigpipeBlocked&) = delete;
+
+ private:
+  sigset_t pipe_{};
+  sigset_t previous_{};
+  bool was_pending_ = false;
+};
+
 Failure io_failure(const redisContext* context) {
   Failure failure;
   std::string_view err = context->errstr;
@@ -33,7 +70,7 @@ Failure io_failure(const redisContext* context) {
     failure.kind = Failure::Kind::timeout;
     failure.text = "socket timeout";
   } else {
-    failure.kind = Failure::Kind::io;
+    failure.kind = Failure::Kind::lost;
     failure.text = context->err == REDIS_ERR_EOF ? "server closed the connection" : std::string(err);
   }
   return failure;
@@ -81,20 +118,29 @@ Endpoint parse_endpoint(const brokers::BrokerUrl& url, std::initializer_list<std
 }
 
 ContextPtr connect(const Endpoint& endpoint, std::chrono::milliseconds timeout, Failure& failure) {
-  auto connect_timeout = std::min(endpoint.connect_timeout, std::max(timeout, std::chrono::milliseconds(100)));
+  // Until the handshake is done nothing of the caller's was sent: any
+  // failure up to then means the server cannot be reached.
+  auto unreachable = [&failure] {
+    if (failure.kind != Failure::Kind::reply) failure.kind = Failure::Kind::unreachable;
+  };
+  auto connect_timeout = std::min(endpoint.connect_timeout, timeout);
   ContextPtr context(redisConnectWithTimeout(endpoint.host.c_str(), endpoint.port, to_timeval(connect_timeout)));
   if (!context) {
-    failure = {Failure::Kind::io, "out of memory allocating the connection"};
+    failure = {Failure::Kind::unreachable, "out of memory allocating the connection"};
     return nullptr;
   }
   if (context->err) {
     failure = io_failure(context.get());
+    unreachable();
     return nullptr;
   }
   set_timeout(context.get(), timeout);
   auto check = [&](std::vector<std::string> argv) {
     auto reply = command(context.get(), argv, failure);
-    if (!reply) return false;
+    if (!reply) {
+      unreachable();
+      return false;
+    }
     if (is_error(reply.get())) {
       failure = reply_failure(reply.get());
       return false;
@@ -127,7 +173,22 @@ void append(redisContext* context, const std::vector<std::string>& argv) {
   redisAppendCommandArgv(context, static_cast<int>(args.size()), args.data(), lengths.data());
 }
 
+bool flush(redisContext* context, Failure& failure) {
+  if (sdslen(context->obuf) == 0) return true;
+  SigpipeBlocked no_sigpipe;
+  int done = 0;
+  while (!done) {
+    if (redisBufferWrite(context, &done) != REDIS_OK) {
+      failure = io_failure(context);
+      failure.kind = Failure::Kind::lost;  // a write that cannot go out is a dead connection
+      return false;
+    }
+  }
+  return true;
+}
+
 ReplyPtr get_reply(redisContext* context, Failure& failure) {
+  if (!flush(context, failure)) return nullptr;  // redisGetReply would write unguarded
   void* raw = nullptr;
   if (redisGetReply(context, &raw) != REDIS_OK || raw == nullptr) {
     if (raw) freeReplyObject(raw);
@@ -135,6 +196,25 @@ ReplyPtr get_reply(redisContext* context, Failure& failure) {
     return nullptr;
   }
   return ReplyPtr(static_cast<redisReply*>(raw));
+}
+
+ReplyPtr get_reply_before(redisContext* context, std::chrono::steady_clock::time_point deadline, Failure& failure) {
+  // Most replies of a pipeline arrive together: take the ones already read
+  // without touching the socket (no timeout to set, no system call).
+  void* raw = nullptr;
+  if (redisGetReplyFromReader(context, &raw) != REDIS_OK) {
+    failure = io_failure(context);
+    return nullptr;
+  }
+  if (raw) return ReplyPtr(static_cast<redisReply*>(raw));
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  if (left.count() <= 0) {
+    failure = {Failure::Kind::timeout, "the deadline passed"};
+    return nullptr;
+  }
+  set_timeout(context, left);
+  return get_reply(context, failure);
 }
 
 ReplyPtr command(redisContext* context, const std::vector<std::string>& argv, Failure& failure) {

@@ -45,15 +45,22 @@ long long query_number(const brokers::BrokerUrl& url, const std::string& name, l
 
 // Connects with the endpoint's connect timeout (capped at `timeout`), sets
 // `timeout` as the socket timeout, sends AUTH and SELECT. nullptr on failure,
-// with `failure` describing it.
+// with `failure` describing it: Kind::unreachable, or the server's error
+// reply (WRONGPASS, ...).
 ContextPtr connect(const Endpoint& endpoint, std::chrono::milliseconds timeout, Failure& failure);
 
 void set_timeout(redisContext* context, std::chrono::milliseconds timeout);
 // Queues a command (binary safe) in the context's output buffer.
 void append(redisContext* context, const std::vector<std::string>& argv);
+// Writes out everything queued, blocking up to the socket timeout. False on
+// an I/O error or timeout (Kind::lost); the context is then unusable.
+bool flush(redisContext* context, Failure& failure);
 // Reads the next reply (flushing the output buffer first). nullptr on an I/O
-// error or timeout, with `failure` filled; the context is then unusable.
+// error (Kind::lost) or a socket timeout (Kind::timeout), with `failure`
+// filled; the context is then unusable.
 ReplyPtr get_reply(redisContext* context, Failure& failure);
+// get_reply, waiting no longer than `deadline` (Kind::timeout after it).
+ReplyPtr get_reply_before(redisContext* context, std::chrono::steady_clock::time_point deadline, Failure& failure);
 // append + get_reply; error replies are returned as replies (REDIS_REPLY_ERROR).
 ReplyPtr command(redisContext* context, const std::vector<std::string>& argv, Failure& failure);
 

@@ -198,7 +198,7 @@ class RedisConsumer final : public brokers::Consumer {
     throw brokers::BrokerError(fmt::format("{} of entry {} on stream '{}' failed: {}; the entry stays pending and "
                                            "is delivered again",
                                            what, delivery.ack_token, options_.stream, c.description),
-                               c.error_class == brokers::ErrorClass::transient);
+                               c.error_class != brokers::ErrorClass::permanent);
   }
 
   // Sends one command; throws Failure on an I/O error or an error reply.

@@ -9,35 +9,40 @@
 
 namespace txbox::redis::detail {
 
+// The error code the dedup-and-XADD script answers with when it refuses a
+// message because the previous message of its key in the same batch is not
+// stored (see publisher.cpp). Not a code Redis itself uses.
+inline constexpr std::string_view kChainRefusedCode = "TXBOXCHAIN";
+
 // What went wrong with one command.
 struct Failure {
   enum class Kind {
-    io,       // the connection failed (refused, reset, EOF, protocol error): it is dropped
-    timeout,  // no reply within the deadline: the connection is dropped
-    reply,    // the server answered with an error reply; `text` is it ("WRONGTYPE ...")
+    unreachable,  // no connection could be made (refused, DNS, connect timeout): nothing was sent
+    lost,         // an established connection failed (reset, EOF, write timeout): it is dropped,
+                  // and whatever was sent on it has an unknown outcome
+    timeout,      // no reply by the caller's deadline: the connection is dropped
+    reply,        // the server answered with an error reply; `text` is it ("WRONGTYPE ...")
   };
-  Kind kind = Kind::io;
+  Kind kind = Kind::lost;
   std::string text;
 };
 
 struct Classification {
   brokers::ErrorClass error_class = brokers::ErrorClass::transient;
-  // The server as a whole cannot take writes now (unreachable, loading,
-  // out of memory, read-only replica, ...): the publisher reports
-  // healthy() == false so the relay waits instead of counting attempts.
-  bool server_unavailable = false;
-  std::string description;  // what happened and what to do next
+  std::string description;  // what happened, what to do, whether it is retried
 };
 
 // THE classification of a failed Redis command.
-//  transient + server unavailable: I/O errors, timeouts, EOF, LOADING, BUSY,
-//    MASTERDOWN, CLUSTERDOWN, READONLY, MISCONF, NOREPLICAS, "max number of
-//    clients", and OOM: with maxmemory-policy noeviction the server refuses
-//    writes until memory is freed (consumers trim or the operator raises
-//    maxmemory); that is an outage of the server, not a fault of the
-//    message, so it is retried without counting attempts rather than
-//    dead-lettering every message while it lasts.
-//  transient: TRYAGAIN, NOSCRIPT, unknown error codes.
+//  outage: the server cannot be reached or refuses all work: connection
+//    refused / lost / connect timeout, LOADING, MASTERDOWN, CLUSTERDOWN,
+//    READONLY (a replica), MISCONF (persistence failing), NOREPLICAS,
+//    "max number of clients". The relay waits for the server instead of
+//    counting attempts; probe() answers false while any of these last.
+//  transient: per-command conditions that can clear: no reply by the
+//    deadline, OOM (maxmemory with noeviction: a smaller or later command
+//    may still fit), BUSY, TRYAGAIN, NOSCRIPT left after the reload round,
+//    TXBOXCHAIN (the previous message of the key was not stored), unknown
+//    error codes.
 //  permanent: WRONGTYPE (the destination key holds another type), NOAUTH,
 //    WRONGPASS, NOPERM (authorization), ERR (syntax / invalid arguments).
 // `destination` is the stream key, `endpoint` host:port for the texts.

@@ -30,22 +30,68 @@ class BrokerError : public std::runtime_error {
 // library (for Kafka: librdkafka configuration properties).
 using Properties = std::map<std::string, std::string>;
 
+// One batch handed to the broker by Publisher::start(): the messages are on
+// their way; wait() collects the broker's verdict on each of them.
+class PendingPublish {
+ public:
+  virtual ~PendingPublish() = default;
+
+  // Blocks until every message of the batch has an outcome (confirmed by the
+  // broker, or failed) or `deadline` passes; returns one result per message,
+  // in the order given to start(). A message without an outcome at the
+  // deadline is a transient failure (an outage where the adapter knows its
+  // connection was lost). Call it at most once. Never throws for
+  // per-message failures.
+  //
+  // Destroying a PendingPublish without calling wait() abandons the batch:
+  // late confirmations are ignored and the adapter's resources are released
+  // (a connection with unread replies is closed, not reused).
+  virtual std::vector<PublishResult> wait(std::chrono::steady_clock::time_point deadline) = 0;
+};
+
 class Publisher {
  public:
   virtual ~Publisher() = default;
 
-  // Publishes every message asynchronously (all in flight at once) and blocks
-  // until each one has an outcome: confirmed by the broker, or failed.
-  // Messages whose outcome is not known when `timeout` expires are reported as
-  // transient failures. The result has one entry per message, in order.
-  // Thread-safe: several relay workers call it concurrently.
-  // Must never throw for per-message failures; throws BrokerError only when
-  // the publisher itself is unusable.
-  virtual std::vector<PublishResult> publish(std::span<const Message> messages,
-                                             std::chrono::milliseconds timeout) = 0;
+  // Hands every message to the broker (all in flight at once) and returns
+  // without waiting for the confirmations. `messages` must stay valid until
+  // wait() has returned or the PendingPublish has been destroyed.
+  // Thread-safe: several relay workers call it concurrently, and one worker
+  // may have more than one batch in flight.
+  //
+  // Order: messages with the same key reach the broker in the given order,
+  // and no message may be stored after an earlier message of the same key
+  // in this batch failed transiently on the same connection (a client that
+  // buffers messages during a reconnect and sends them afterwards breaks
+  // this; so does a producer that times messages out while later ones go on).
+  // A permanent failure removes that one message from the sequence.
+  //
+  // A message whose destination addresses the broker's own API or keys txbox
+  // uses itself (NATS `$...` subjects, RabbitMQ `amq.` exchanges, Redis
+  // `txbox:` keys, Kafka `__` topics) fails permanently without being sent.
+  //
+  // Throws BrokerError only when the publisher itself is unusable.
+  virtual std::unique_ptr<PendingPublish> start(std::span<const Message> messages) = 0;
 
-  // True when the publisher currently believes the broker is reachable.
+  // start() and wait() in one call.
+  std::vector<PublishResult> publish(std::span<const Message> messages,
+                                     std::chrono::milliseconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    return start(messages)->wait(deadline);
+  }
+
+  // True when the publisher currently believes the broker is reachable
+  // (cheap, no round trip).
   virtual bool healthy() const = 0;
+
+  // Asks the broker for a sign of life with a real round trip, within
+  // `timeout` (Kafka: a metadata request; NATS: the JetStream account
+  // info; RabbitMQ: opening a channel on a connection that is not blocked;
+  // Redis: PING). True when the broker as a whole answers and accepts work.
+  // The relay calls it after a batch in which nothing was confirmed, to tell
+  // a broker outage (no attempt counted) from failures of the messages
+  // themselves. Never throws.
+  virtual bool probe(std::chrono::milliseconds timeout) = 0;
 };
 
 class Consumer {

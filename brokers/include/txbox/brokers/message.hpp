@@ -23,8 +23,10 @@ struct Message {
 
 // How a failure should be handled by whoever retries.
 enum class ErrorClass {
-  transient,  // network, timeout, leader not available: retry later with backoff
+  transient,  // timeout, leader not available, a nack: retry later with backoff
   permanent,  // too large, unknown destination, not authorized: dead-letter at once
+  outage,     // the broker as a whole is unreachable (connection down, all
+              // brokers down, connection blocked): retry once it is back
 };
 
 const char* to_string(ErrorClass error_class) noexcept;

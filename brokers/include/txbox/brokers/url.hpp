@@ -21,14 +21,20 @@ struct BrokerUrl {
   std::vector<HostPort> hosts;
   std::string path;                           // without the leading '/'
   std::map<std::string, std::string> query;   // ?a=b&c=d
-  std::string original;
+  std::string original;  // as given: holds the password; never print it
+  std::string redacted;  // `original` with the credentials replaced by "***": for messages
 
   // "host:port,host:port" with default ports filled in.
   std::string host_list(int default_port) const;
 };
 
 // Throws std::invalid_argument with a message that names the problem and
-// shows the expected form.
+// shows the expected form (with the credentials redacted). The user
+// information runs to the last '@' before the query, so a password with an
+// unencoded '@' or '/' is taken whole.
 BrokerUrl parse_broker_url(std::string_view url);
+
+// `url` with whatever sits between "://" and its last '@' replaced by "***".
+std::string redact_broker_url(std::string_view url);
 
 }  // namespace txbox::brokers

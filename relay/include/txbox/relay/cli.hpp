@@ -14,8 +14,14 @@ int relay_main(int argc, char** argv);
 // txbox: operations CLI (migrate, status).
 int txbox_main(int argc, char** argv);
 
-// A connection URL with its password replaced by "***", for messages.
-std::string redact_url(std::string_view url);
+// `text` with the credentials of every URL in it (whatever sits between
+// "://" and the last '@' of the URL) and every libpq password=... replaced
+// by "***", for messages and logs.
+std::string redact_url(std::string_view text);
+
+// `text` with control characters escaped (\n, \r, \t, \xNN), so a logged
+// value can never start a forged log line.
+std::string escape_control(std::string_view text);
 
 // An exception text on one line (libpq messages span several).
 std::string one_line(std::string_view text);

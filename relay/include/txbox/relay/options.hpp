@@ -5,6 +5,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "txbox/brokers/broker.hpp"
 
@@ -16,9 +17,13 @@ struct RetryOptions {
   std::chrono::milliseconds base{500};
   double factor = 2.0;
   std::chrono::milliseconds cap{std::chrono::minutes(5)};
-  // Publish attempts before a transiently failing row is dead-lettered.
-  // Attempts made while the broker is down as a whole do not count.
+  // The retry budget of a transiently failing row is a count AND a time: it
+  // is dead-lettered once it has failed max_attempts times and has been
+  // failing for max_retry_age. A partial broker outage that lasts (a
+  // leaderless partition) then costs no dead letters for a day. Attempts
+  // made while the broker is down as a whole do not count at all.
   int max_attempts = 10;
+  std::chrono::seconds max_retry_age{std::chrono::hours(24)};
 };
 
 struct RelayOptions {
@@ -26,8 +31,18 @@ struct RelayOptions {
   std::string broker_url;    // kafka://host:port[,host:port]
   int workers = 4;           // each with its own PostgreSQL connection
   int batch_size = 500;      // rows claimed (and published) per batch
-  // Sleep of a worker that found nothing to do.
-  std::chrono::milliseconds poll_interval{100};
+  // Payload bytes the whole relay process holds in flight (all workers, all
+  // batches); a batch stops there, a single larger row goes alone.
+  int64_t max_batch_bytes = int64_t{16} << 20;
+  // Batches one worker keeps in flight: it claims the next batch while the
+  // broker confirms the previous one (keys in flight are left out of it).
+  int batches_in_flight = 2;
+  // How an idle relay learns about new rows: "notify" (LISTEN/NOTIFY,
+  // within a millisecond, with polling as the fallback) or "poll".
+  std::string wakeup = "notify";
+  // How often the relay looks at the fleet (lane balance) and, when idle,
+  // polls for due rows it was not woken for.
+  std::chrono::milliseconds poll_interval{1000};
   // Publish until the outbox is empty, then stop.
   bool drain = false;
   // Longest wait for the broker's confirmations of one batch; unconfirmed
@@ -35,14 +50,14 @@ struct RelayOptions {
   std::chrono::milliseconds publish_timeout{std::chrono::seconds(30)};
   // On SIGINT/SIGTERM: how long in-flight batches may take to finish.
   std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(10)};
-  // Batches a worker drains from one lane before moving on (fairness).
-  int batches_per_lane = 8;
   RetryOptions retry;
   // Also publish each dead letter to "<destination>.dlq" (with dlq-* headers);
   // the txbox.dead_letters table keeps it either way.
   bool publish_dead_letters = false;
   // While the broker is down as a whole: wait between probes, growing to this.
   std::chrono::milliseconds outage_backoff_cap{std::chrono::seconds(30)};
+  // Longest wait for the broker's answer to a probe (Publisher::probe).
+  std::chrono::milliseconds probe_timeout{std::chrono::seconds(5)};
   // Broker client settings.
   std::string compression = "none";
   brokers::Properties broker_properties;  // passed through (librdkafka properties for Kafka)
@@ -54,7 +69,9 @@ void validate(const RelayOptions& options);
 
 // Reads a TOML config file into `options` (keys as the long flags with '-'
 // or '_', plus a [kafka] table of librdkafka properties). Throws
-// std::invalid_argument naming the file, line and key on error.
-void load_config_file(const std::string& path, RelayOptions& options);
+// std::invalid_argument naming the file, line and key on error. Keys that
+// are no longer used are accepted with a warning (`warnings`).
+void load_config_file(const std::string& path, RelayOptions& options,
+                      std::vector<std::string>* warnings = nullptr);
 
 }  // namespace txbox::relay

@@ -1,13 +1,16 @@
 #pragma once
 // The relay: a pool of workers that move committed outbox rows to the broker.
 //
-// Claim protocol (see docs/relay.md): rows are split into lanes by a hash of
-// their key. A worker owns a lane through a PostgreSQL session advisory lock
-// (freed by the server when the process dies), claims the lane's due rows in
-// id order with FOR UPDATE SKIP LOCKED, publishes the batch, waits for every
-// confirmation, and deletes exactly the confirmed rows in the same
-// transaction. Failed rows get attempts+1 and a backoff; later rows of their
-// key wait for them.
+// Claim protocol (docs/relay.md): rows are hashed into 256 lanes by key.
+// Each worker owns a set of lanes through PostgreSQL session advisory locks
+// for as long as its session lives (freed by the server when the process or
+// its host dies), and lanes are rebalanced as relays come and go. A worker
+// claims the due rows of all its lanes with one statement, publishes them,
+// claims the next batch while the broker confirms (keys in flight are left
+// out of it), and then completes each batch with one statement that deletes
+// exactly the confirmed rows, reschedules failed ones and moves dead
+// letters. An idle relay is woken by LISTEN/NOTIFY within a millisecond of a
+// commit, with polling as the fallback.
 
 #include <atomic>
 #include <cstdint>
@@ -20,10 +23,12 @@
 namespace txbox::relay {
 
 struct RelayStats {
-  uint64_t published = 0;  // confirmed and deleted
-  uint64_t failed = 0;     // publish attempts that failed (retried or dead-lettered)
+  uint64_t published = 0;      // confirmed and deleted
+  uint64_t failed = 0;         // publish attempts that failed (retried or dead-lettered)
   uint64_t dead_lettered = 0;  // rows moved to txbox.dead_letters
-  uint64_t batches = 0;
+  uint64_t batches = 0;        // batches completed
+  uint64_t held_back = 0;      // rows left for later behind an earlier row of their key
+  uint64_t outages = 0;        // batches found the broker unavailable (no attempt counted)
 };
 
 class Relay {
@@ -40,13 +45,21 @@ class Relay {
 
   // Runs the workers until `stop` is requested, or, with options.drain, until
   // the outbox is empty. Returns the totals. Throws if a worker hits an error
-  // it cannot recover from (for example the schema disappeared).
+  // it cannot recover from (the schema disappeared, permission denied, a
+  // connection pooler that does not keep sessions).
   RelayStats run(std::stop_token stop);
 
   RelayStats stats() const;
 
  private:
   std::unique_ptr<State> state_;
+};
+
+// Thrown when the relay's PostgreSQL session changes between statements
+// (a transaction-pooling proxy such as PgBouncer in transaction mode): lane
+// ownership needs session advisory locks. Not retryable.
+class SessionPoolingError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
 };
 
 // Creates the publisher for a broker URL scheme (kafka://...). Throws

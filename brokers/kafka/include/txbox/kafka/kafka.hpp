@@ -14,19 +14,44 @@
 namespace txbox::kafka {
 
 struct ProducerOptions {
-  std::string bootstrap_servers;                     // host:port,host:port
-  std::string compression = "none";                  // none|gzip|snappy|lz4|zstd
-  std::chrono::milliseconds linger{5};               // linger.ms
-  std::chrono::milliseconds message_timeout{30000};  // message.timeout.ms
+  std::string bootstrap_servers;     // host:port,host:port
+  std::string compression = "none";  // none|gzip|snappy|lz4|zstd
+  // linger.ms: how long librdkafka waits for more messages before sending a
+  // MessageSet. 1 ms adds about 1 ms to a lone message and sends a 500-message
+  // batch as one MessageSet per partition (measured: docs/brokers/kafka.md);
+  // librdkafka's 5 ms would take the relay's whole latency budget.
+  std::chrono::milliseconds linger{1};
+  // message.timeout.ms. 0 = never: librdkafka keeps a message queued in its
+  // place until the broker takes it, so a later message of its partition can
+  // never be stored while an earlier one was dropped. The publish deadline
+  // given to PendingPublish::wait() only stops the waiting. Any other value
+  // lets librdkafka fail queued messages while later ones go on (gaps).
+  std::chrono::milliseconds message_timeout{0};
+  // How long start() waits for room when librdkafka's local queue is full
+  // (queue.buffering.max.messages / .kbytes); then the message and the rest
+  // of its batch fail transiently without being queued.
+  std::chrono::milliseconds enqueue_timeout{1000};
   brokers::Properties properties;  // extra librdkafka properties, applied last (override)
 };
 
-// Idempotent producer (enable.idempotence=true, acks=all) with the
+// Idempotent producer (enable.idempotence=true, acks=all,
+// enable.gapless.guarantee=true, message.timeout.ms=0) with the
 // Java-compatible partitioner (murmur2 for keyed messages, random for null
-// keys). Each message is sent to topic = destination, with the
-// `message-id` header added. publish() is thread-safe; healthy() turns false
-// when librdkafka reports that all brokers are down and true again after the
-// next successful delivery.
+// keys). Each message is sent to topic = destination, with the `message-id`
+// header added. One producer is shared by every caller; start() and probe()
+// are thread-safe and several batches may be in flight at once.
+//
+// - A message whose id and content are still queued in the producer (an
+//   earlier copy whose wait() gave up) is not produced again: the new batch
+//   waits for the delivery report of that copy.
+// - Topics starting with "__" (Kafka's internal topics), the empty name and
+//   names Kafka would reject fail permanently without being produced.
+// - A fatal producer error (e.g. ERR__GAPLESS_GUARANTEE) recreates the
+//   librdkafka producer (one log line); the messages it held fail
+//   transiently, and new batches are refused (transiently) until every batch
+//   started before the error was waited for, so nothing overtakes them.
+// - healthy() turns false when librdkafka reports that all brokers are down
+//   and true again after the next delivery or successful probe().
 // Throws brokers::BrokerError on bad configuration, naming the property and
 // librdkafka's reason.
 std::unique_ptr<brokers::Publisher> make_publisher(const ProducerOptions& options);

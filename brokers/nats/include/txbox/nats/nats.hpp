@@ -24,11 +24,17 @@ namespace txbox::nats {
 // Every message carries Nats-Msg-Id = message id (JetStream drops a
 // re-publish within the stream's duplicate window), its headers as NATS
 // headers plus `message-id` and, when it has a key, `message-key`. A message
-// is confirmed by its PubAck (a duplicate PubAck counts as confirmed).
-// publish() is thread-safe: each call uses a JetStream context of its own
-// (from a pool), so concurrent batches never see each other's acks. The
-// connection reconnects forever (every 500 ms); while it is down, publish()
-// reports transient failures and healthy() is false.
+// is confirmed only by a PubAck that names a stream (a duplicate PubAck
+// counts as confirmed); any other reply is a permanent failure. Subjects
+// starting with '$' ($JS.API..., $KV..., $SYS...) fail permanently without
+// being sent.
+// start() takes a JetStream context of its own from a pool for the batch, so
+// concurrent batches never see each other's acks; the PendingPublish gives it
+// back. The connection reconnects forever (every 500 ms) and buffers nothing
+// while reconnecting: a publish then fails at once with class `outage`, and
+// after the first such failure the rest of the batch is not sent (per-key
+// order). healthy() is false while disconnected; probe() asks the JetStream
+// API for the account info.
 // Throws std::invalid_argument naming the problem for a bad URL or option.
 std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url,
                                                    const brokers::Properties& properties = {});

@@ -3,7 +3,7 @@
 // API exposes only the broker-neutral interface; rabbitmq-c handles stay
 // inside the library.
 //
-// URL: amqp://user:password@host[:port][,host[:port]...][/vhost]
+// URL: amqp://user:password@host[:port][,host[:port]...][/vhost][?options]
 //   port defaults to 5672; an empty path means the vhost "/"; other vhosts
 //   are percent-encoded ("/%2F" is "/", "/orders" is "orders"). With several
 //   hosts, connecting tries them in order.
@@ -24,17 +24,27 @@
 
 namespace txbox::rabbitmq {
 
-// Publisher with asynchronous publisher confirms: every message of a batch
-// is published (persistent, mandatory, message_id property = message id,
-// headers as an AMQP table plus `message-id` and, for keyed messages,
-// `message-key`; content_type from a `content-type` header), then the
-// batch waits for the broker's basic.ack/basic.nack of each. A basic.return
-// (no queue bound) is a permanent failure, a nack a transient one.
-// publish() is thread-safe: each concurrent call uses its own connection
-// from a pool (created lazily). Broken connections are dropped and
-// re-created on the next publish, with backoff while the broker is down.
+// Publisher with asynchronous publisher confirms. start() takes a pooled
+// connection (one confirm-mode channel; created lazily, one per batch in
+// flight) and publishes the batch on it: persistent, mandatory, message_id
+// property = message id, headers as an AMQP table plus `message-id` and,
+// for keyed messages, `message-key`; content_type from a `content-type`
+// header. The PendingPublish owns the connection until wait() has read the
+// basic.ack / basic.nack / basic.return of every message or the deadline
+// passed; a connection with confirms outstanding is closed, not reused.
+// - A basic.return (no queue bound) is a permanent failure, a nack a
+//   transient one; exchanges named `amq.*` are refused (permanent) unsent.
+// - When the broker closes the channel because of one message (too large,
+//   access refused, exchange deleted), the unconfirmed messages are
+//   re-published one at a time on a new channel until the one that closes
+//   it on its own is found: only that one fails (with the broker's reason).
+// - A lost or unreachable connection, and connection.blocked (a memory or
+//   disk alarm), fail the rest of the batch with ErrorClass::outage;
+//   healthy() is false meanwhile. probe() publishes an empty message that
+//   RabbitMQ drops and waits for its confirm.
 // Recognised URL query parameters: connect_timeout_ms (default 5000),
-// heartbeat (seconds, default 0 = off).
+// heartbeat (seconds, default 0 = off), send_timeout_ms (default 30000: a
+// send stalled that long, the broker not reading, drops the connection).
 // Throws std::invalid_argument naming what is wrong with the URL, and
 // brokers::BrokerError (not retryable) when the broker refuses the login.
 std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url,

@@ -23,12 +23,17 @@ namespace txbox::redis {
 //                        published again within it is confirmed without a
 //                        second entry
 //   ?connect_timeout_ms=MS  (default 5000)
-// publish() sends a batch as one pipeline of EVALSHA calls of a Lua script
-// that sets txbox:dedup:<stream>:<message-id> (NX, EX ttl) and adds the entry
-// only when the key was new. Thread-safe: a pool of connections, one per
-// concurrent call, created lazily and dropped on any I/O error (reconnect on
-// the next call, with backoff). healthy() is false while the server is
-// unreachable or refuses writes as a whole (LOADING, OOM, READONLY, ...).
+// start() writes a batch as one pipeline of EVALSHA calls of a Lua script
+// that sets txbox:dedup:<stream>:<message-id> (EX ttl) and adds the entry
+// only when the key was new, and only when the previous message of the same
+// key in the batch is stored (the per-key chain: a failed message never has
+// a later one of its key stored behind it); wait() reads every reply. A
+// destination that is empty or starts with "txbox:" fails permanently
+// without being sent. Thread-safe: a pool of connections, one per batch in
+// flight, created lazily; a connection with unread replies is closed, never
+// reused. healthy() is false while the server is unreachable or refuses
+// writes as a whole (LOADING, READONLY, MISCONF, ...); probe() sends PING and
+// a write probe in one round trip.
 // `properties` are not used yet; an unknown one throws std::invalid_argument.
 // Throws std::invalid_argument naming the problem for a bad URL or option,
 // brokers::BrokerError when the server rejects the credentials.
