@@ -26,6 +26,6 @@ set style histogram clustered gap 1
 set style fill solid 0.8 border -1
 set boxwidth 0.9
 set yrange [0:*]
-set key top right
+set key outside bottom center horizontal
 plot dir."/throughput.dat" using 2:xtic(1) title "relay", \
-     "" using 3 title "reference: raw SQL limit (null, kafka, redis) / the adapter alone (amqp, nats)"
+     "" using 3 title "reference: the raw SQL limit (null, kafka, redis); the adapter alone (amqp, nats)"

@@ -41,17 +41,24 @@ amqp-declare-queue --url="${TXBOX_TEST_RABBITMQ_URL%/}" -q "$queue" -d >/dev/nul
 sql() { psql -qAtX "$db" -c "$1"; }
 
 echo "== throughput, $messages messages over 1,000 keys, every broker"
-"$bench" throughput --database-url "$db" --json "$json" --label 200k --messages "$messages" --topic "$queue" \
+repeat=3
+$quick && repeat=1
+"$bench" throughput --database-url "$db" --json "$json" --label 200k --messages "$messages" --topic "$queue" --repeat "$repeat" \
   --broker-url "$kafka" --broker-url "$TXBOX_TEST_RABBITMQ_URL" \
   --broker-url "$TXBOX_TEST_NATS_URL?create_streams=true" --broker-url "$TXBOX_TEST_REDIS_URL"
-echo "== throughput to Kafka: 10,000 keys, one hot key, a 2,000,000-row backlog"
-"$bench" throughput --database-url "$db" --json "$json" --label "10k keys" --messages "$messages" --keys 10000 \
-  --skip-reference --broker-url "$kafka"
-"$bench" throughput --database-url "$db" --json "$json" --label "1 key" --messages "$messages" --keys 1 \
-  --skip-reference --broker-url "$kafka"
-$quick || "$bench" throughput --database-url "$db" --json "$json" --label "2M backlog" --messages 2000000 \
-  --skip-reference --broker-url "$kafka"
-
+echo "== throughput to Kafka: 10,000 keys, one hot key, a 2,000,000-row backlog, beside the same run with 1,000 keys"
+extra_repeat=2
+$quick && extra_repeat=1
+kafka_run() {  # label, then txbox-bench flags
+  local label=$1
+  shift
+  "$bench" throughput --database-url "$db" --json "$json" --label "$label" --skip-reference --repeat "$extra_repeat" \
+    --broker-url "$kafka" "$@"
+}
+kafka_run "1,000 keys (baseline of this group)" --messages "$messages"
+kafka_run "10,000 keys" --messages "$messages" --keys 10000
+kafka_run "1 hot key" --messages "$messages" --keys 1
+$quick || kafka_run "2,000,000-row backlog" --messages 2000000
 echo "== latency, commit -> Kafka confirmation"
 seconds=20
 $quick && seconds=5
@@ -119,24 +126,38 @@ SQL
 pgseconds=20
 $quick && pgseconds=5
 tps() {  # script clients
-  sql "TRUNCATE bench_orders, txbox.outbox; VACUUM ANALYZE bench_orders; VACUUM ANALYZE txbox.outbox"
+  sql "TRUNCATE bench_orders, txbox.outbox"
+  sql "VACUUM ANALYZE bench_orders"
+  sql "VACUUM ANALYZE txbox.outbox"
   "$pgbench" -n -M prepared -c "$2" -j 2 -T "$pgseconds" -f "$1" "$db" 2>/dev/null | awk '/^tps/{printf "%.0f", $3}'
 }
 declare -A writer
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+rounds=3
+$quick && rounds=1
 for clients in 8 32; do
-  writer[business,$clients]=$(tps "$dir/business.sql" "$clients")
-  writer[outbox,$clients]=$(tps "$dir/outbox.sql" "$clients")
-  # A relay asleep and registered for wake-ups: every writer transaction
-  # then NOTIFYs (the case the relay avoids under load by unregistering).
-  psql -qAtX "$db" -c "LISTEN txbox_outbox; INSERT INTO txbox.relay_wakeups (pid) VALUES (pg_backend_pid());
-                       SELECT pg_sleep($pgseconds + 15)" >/dev/null &
-  sleeper=$!
-  sleep 1
-  writer[notify,$clients]=$(tps "$dir/outbox.sql" "$clients")
-  kill "$sleeper" 2>/dev/null || true
-  wait "$sleeper" 2>/dev/null || true
-  sql "DELETE FROM txbox.relay_wakeups"
-  echo "$clients clients: business ${writer[business,$clients]} tps, with an outbox row ${writer[outbox,$clients]}, with NOTIFY ${writer[notify,$clients]}"
+  b=(); o=(); n=()
+  # Interleaved rounds, the median of each: this machine is noisy.
+  for round in $(seq "$rounds"); do
+    b+=("$(tps "$dir/business.sql" "$clients")")
+    o+=("$(tps "$dir/outbox.sql" "$clients")")
+    # A relay asleep that wants wake-ups: every writer transaction then
+    # NOTIFYs (the case the relay avoids under load by letting its wake-up
+    # horizon run out). Each -c is a transaction of its own.
+    psql -qAtX "$db" -c "LISTEN txbox_outbox" \
+      -c "SELECT setval('txbox.relay_wakeup_until', extract(epoch FROM now())::bigint + 3600)" \
+      -c "SELECT pg_sleep($pgseconds + 15)" >/dev/null &
+    sleeper=$!
+    sleep 1
+    n+=("$(tps "$dir/outbox.sql" "$clients")")
+    sql "SELECT setval('txbox.relay_wakeup_until', 0)" >/dev/null
+    kill "$sleeper" 2>/dev/null || true
+    wait "$sleeper" 2>/dev/null || true
+  done
+  writer[business,$clients]=$(median "${b[@]}")
+  writer[outbox,$clients]=$(median "${o[@]}")
+  writer[notify,$clients]=$(median "${n[@]}")
+  echo "$clients clients: business ${writer[business,$clients]} tps, with an outbox row ${writer[outbox,$clients]}, with NOTIFY ${writer[notify,$clients]} (medians of $rounds)"
 done
 
 slower() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f%%", 100 * (1 - b / a)}'; }
@@ -154,7 +175,7 @@ slower() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f%%", 100 * (1 - b / a)}'; 
   echo "| $messages rows of 1 KB to Kafka | $((rss_small / 1024)) MiB | 64 MB |"
   echo "| 12 rows of 20 MB in one lane to Redis | $((rss_big / 1024)) MiB | 3 x 16 MiB + 64 MB = 112 MiB |"
   echo
-  echo "### What the outbox costs a writer (pgbench, ${pgseconds} s each, -M prepared)"
+  echo "### What the outbox costs a writer (pgbench, ${pgseconds} s each, -M prepared, medians of $rounds interleaved rounds)"
   echo
   echo "| clients | business transaction | + one outbox row (trigger on, no relay asleep) | slower | + NOTIFY (a relay asleep) | slower |"
   echo "|---:|---:|---:|---:|---:|---:|"

@@ -30,27 +30,26 @@ ALTER TABLE txbox.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_error_clas
 ALTER TABLE txbox.dead_letters ADD CONSTRAINT dead_letters_error_class_check
     CHECK (error_class IN ('permanent', 'transient', 'outage'));
 
--- Wake-ups. A relay process with an idle worker registers here (its LISTEN
--- session's pid) and LISTENs on the channel txbox_outbox; a writer's INSERT
--- into the outbox notifies that channel only while some relay is
--- registered. Under load no relay idles, nobody is registered and writers
--- pay no NOTIFY (NOTIFY serialises committing transactions). Unlogged: after
--- a crash the table is empty and relays register again; a relay that died
--- without unregistering is removed by the next relay that looks.
-CREATE UNLOGGED TABLE IF NOT EXISTS txbox.relay_wakeups (
-    pid   integer     PRIMARY KEY,
-    since timestamptz NOT NULL DEFAULT now()
-);
-
--- Writers read it (it holds relay pids, nothing else).
-GRANT SELECT ON txbox.relay_wakeups TO PUBLIC;
+-- Wake-ups. While a relay process has an idle worker it LISTENs on the
+-- channel txbox_outbox and keeps this sequence at "now + a few seconds"
+-- (epoch seconds); a writer's INSERT into the outbox notifies that channel
+-- only while the sequence is ahead of its transaction's start. Under load no
+-- relay idles, nobody refreshes it, and writers pay no NOTIFY (NOTIFY
+-- serialises committing transactions). A sequence, not a table: setval is
+-- seen by everyone at once, and reading it is a function call where a table
+-- lookup would run a query for every writing statement. A relay that dies
+-- simply stops refreshing it.
+CREATE SEQUENCE IF NOT EXISTS txbox.relay_wakeup_until MINVALUE 0 START WITH 0;
+-- Writers read it, relays set it.
+GRANT SELECT ON SEQUENCE txbox.relay_wakeup_until TO PUBLIC;
 
 -- Runs as the writer, with every name qualified: a SECURITY DEFINER function
 -- with its own search_path would cost every writing statement a GUC save and
 -- restore, several times what the check itself costs.
 CREATE OR REPLACE FUNCTION txbox.notify_relays() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF EXISTS (SELECT 1 FROM txbox.relay_wakeups) THEN
+  IF pg_catalog.pg_sequence_last_value('txbox.relay_wakeup_until'::regclass)
+       > extract(epoch FROM pg_catalog.now()) THEN
     PERFORM pg_catalog.pg_notify('txbox_outbox', '');
   END IF;
   RETURN NULL;

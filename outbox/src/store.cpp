@@ -187,15 +187,18 @@ SELECT
           AND k.objsubid = 2 AND k.granted),
   ARRAY(SELECT l FROM unnest($3::smallint[]) l
         WHERE EXISTS (SELECT 1 FROM txbox.outbox o
-                      WHERE o.lane = l AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now())))
+                      WHERE o.lane = l AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= now()))),
+  CASE WHEN $4::bigint > 0 THEN
+    setval('txbox.relay_wakeup_until',
+           greatest(coalesce(pg_sequence_last_value('txbox.relay_wakeup_until'), 0),
+                    extract(epoch FROM clock_timestamp())::bigint + $4::bigint))
+  END
 FROM pg_database d WHERE d.datname = current_database())sql";
 
-constexpr const char* kWantWakeupsSql =
-    "INSERT INTO txbox.relay_wakeups (pid) VALUES (pg_backend_pid()) ON CONFLICT (pid) DO NOTHING";
-constexpr const char* kStopWakeupsSql = "DELETE FROM txbox.relay_wakeups WHERE pid = pg_backend_pid()";
-constexpr const char* kForgetDeadWakeupsSql = R"sql(
-DELETE FROM txbox.relay_wakeups w
-WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid))sql";
+constexpr const char* kWantWakeupsSql = R"sql(
+SELECT setval('txbox.relay_wakeup_until',
+              greatest(coalesce(pg_sequence_last_value('txbox.relay_wakeup_until'), 0),
+                       extract(epoch FROM clock_timestamp())::bigint + $1::bigint)))sql";
 constexpr const char* kOutboxEmptySql = "SELECT NOT EXISTS (SELECT 1 FROM txbox.outbox)";
 
 constexpr int64_t kFetchChunkBytes = int64_t{4} << 20;
@@ -254,8 +257,6 @@ OutboxStore::OutboxStore(pqxx::connection_base& conn) : conn_(conn) {
   conn_.prepare("txbox_change_lanes", kChangeLanesSql);
   conn_.prepare("txbox_fleet", kFleetSql);
   conn_.prepare("txbox_want_wakeups", kWantWakeupsSql);
-  conn_.prepare("txbox_stop_wakeups", kStopWakeupsSql);
-  conn_.prepare("txbox_forget_dead_wakeups", kForgetDeadWakeupsSql);
   conn_.prepare("txbox_outbox_empty", kOutboxEmptySql);
 }
 
@@ -374,9 +375,10 @@ std::vector<Lane> OutboxStore::change_lanes(std::span<const Lane> acquire, std::
   return parse_lane_array(row[1]);
 }
 
-FleetView OutboxStore::fleet(std::span<const Lane> due_check) {
+FleetView OutboxStore::fleet(std::span<const Lane> due_check, std::chrono::seconds wakeups_for) {
   pqxx::nontransaction tx(conn_);
-  auto row = tx.exec_prepared1("txbox_fleet", kPresenceLockClass, kLaneLockClass, pg_array(due_check));
+  auto row = tx.exec_prepared1("txbox_fleet", kPresenceLockClass, kLaneLockClass, pg_array(due_check),
+                               static_cast<int64_t>(wakeups_for.count()));
   FleetView view;
   view.workers = row[0].as<int>();
   view.taken = parse_lane_array(row[1]);
@@ -384,14 +386,9 @@ FleetView OutboxStore::fleet(std::span<const Lane> due_check) {
   return view;
 }
 
-void OutboxStore::want_wakeups(bool want) {
+void OutboxStore::want_wakeups(std::chrono::seconds duration) {
   pqxx::nontransaction tx(conn_);
-  tx.exec_prepared(want ? "txbox_want_wakeups" : "txbox_stop_wakeups");
-}
-
-void OutboxStore::forget_dead_wakeups() {
-  pqxx::nontransaction tx(conn_);
-  tx.exec_prepared("txbox_forget_dead_wakeups");
+  tx.exec_prepared("txbox_want_wakeups", static_cast<int64_t>(duration.count()));
 }
 
 bool OutboxStore::outbox_empty() {

@@ -37,8 +37,12 @@ constexpr const char* kApplicationName = "txbox-relay";
 // Lock waits of the relay's own statements (a row locked by someone else
 // when a batch completes): give up and retry the batch rather than hang.
 constexpr const char* kLockTimeout = "5s";
-// How often dead wake-up registrations (relays killed while idle) are removed.
-constexpr auto kForgetDeadWakeupsEvery = 30s;
+// While a worker idles, the process keeps the outbox trigger notifying for
+// this long ahead, refreshed before it runs out (at the latest every
+// kWakeupRefresh); a relay that stops refreshing (busy, or dead) stops
+// costing writers a NOTIFY after this long.
+constexpr auto kWakeupHorizon = 5s;
+constexpr auto kWakeupRefresh = 2s;
 // Publish-failure summaries of one worker: at most one log line per period.
 constexpr auto kFailureLogPeriod = 5s;
 
@@ -855,14 +859,17 @@ class Coordinator {
           tick();
           next_tick = Clock::now() + o_.poll_interval;
         } else {
-          manage_registration();
+          manage_wakeups();
         }
         if (trouble) {
           spdlog::info("relay coordinator: PostgreSQL works again");
           trouble = false;
           backoff.reset();
         }
-        wait_for_event(stop, next_tick);
+        // Wake in time to refresh the wake-up horizon while it is wanted.
+        auto wake = next_tick;
+        if (wakeups_until_) wake = std::min(wake, *wakeups_until_ - (kWakeupHorizon - kWakeupRefresh));
+        wait_for_event(stop, wake);
       } catch (const pqxx::failure& e) {
         throw_if_pooled(e);
         // Connection lost or a statement failed: the workers go on by
@@ -870,19 +877,14 @@ class Coordinator {
         receiver_.reset();
         store_.reset();
         conn_.reset();
-        registered_ = false;
+        wakeups_until_.reset();
         if (!trouble)
           spdlog::warn("relay coordinator: PostgreSQL problem ({}); retrying with backoff", first_line(e.what()));
         trouble = true;
         sleep_for(stop, backoff.next());
       }
     }
-    if (registered_ && store_) {
-      try {
-        store_->want_wakeups(false);
-      } catch (...) {  // the registration dies with the session anyway
-      }
-    }
+    // The wake-up horizon runs out by itself.
   }
 
  private:
@@ -900,9 +902,7 @@ class Coordinator {
     conn_ = std::move(conn);
     store_ = std::move(store);
     receiver_ = std::move(receiver);
-    registered_ = false;
-    store_->forget_dead_wakeups();
-    last_forget_ = Clock::now();
+    wakeups_until_.reset();
   }
 
   void wake_idle_workers() {
@@ -915,29 +915,35 @@ class Coordinator {
   }
 
   // Notifications are wanted while some worker idles (or idled since the
-  // last look); under load nobody idles and writers pay no NOTIFY.
-  void manage_registration() {
-    if (o_.wakeup != "notify") return;
-    bool want = false;
-    for (size_t i = 0; i < s_.slots.size(); ++i) {
-      const auto entries = s_.slots[i]->idle_entries.load();
-      if (s_.slots[i]->idle || entries != idle_entries_seen_[i]) want = true;
+  // last look); under load nobody idles, the horizon runs out, and writers
+  // pay no NOTIFY.
+  bool wakeups_wanted() const {
+    if (o_.wakeup != "notify") return false;
+    for (size_t i = 0; i < s_.slots.size(); ++i)
+      if (s_.slots[i]->idle || s_.slots[i]->idle_entries.load() != idle_entries_seen_[i]) return true;
+    return false;
+  }
+
+  // Starts or refreshes the wake-up horizon when it is wanted.
+  void manage_wakeups() {
+    if (!wakeups_wanted()) {
+      wakeups_until_.reset();
+      return;
     }
-    if (want == registered_) return;
-    store_->want_wakeups(want);
-    registered_ = want;
-    // A row committed before the registration took effect sent no
-    // notification: the idle workers look once more.
-    if (want) wake_idle_workers();
+    const auto now = Clock::now();
+    if (wakeups_until_ && *wakeups_until_ - now > kWakeupHorizon - kWakeupRefresh) return;
+    const bool starting = !wakeups_until_ || *wakeups_until_ <= now;
+    store_->want_wakeups(std::chrono::duration_cast<std::chrono::seconds>(kWakeupHorizon));
+    wakeups_until_ = now + kWakeupHorizon;
+    // A row committed before the horizon took effect sent no notification:
+    // the idle workers look once more.
+    if (starting) wake_idle_workers();
   }
 
   void tick() {
-    manage_registration();
+    manage_wakeups();
+    const bool wanted = wakeups_wanted();
     for (size_t i = 0; i < s_.slots.size(); ++i) idle_entries_seen_[i] = s_.slots[i]->idle_entries.load();
-    if (Clock::now() - last_forget_ > kForgetDeadWakeupsEvery) {
-      store_->forget_dead_wakeups();
-      last_forget_ = Clock::now();
-    }
     std::vector<std::vector<Lane>> owned(s_.slots.size());
     std::vector<Lane> idle_lanes;
     bool all_idle = true;
@@ -953,7 +959,11 @@ class Coordinator {
         all_idle = false;
       }
     }
-    const outbox::FleetView view = store_->fleet(idle_lanes);
+    // The fleet look refreshes the wake-up horizon in the same round trip.
+    const outbox::FleetView view =
+        store_->fleet(idle_lanes, wanted ? std::chrono::duration_cast<std::chrono::seconds>(kWakeupHorizon)
+                                         : std::chrono::seconds(0));
+    if (wanted) wakeups_until_ = Clock::now() + kWakeupHorizon;
     const auto changes = plan_lanes(view.workers, view.taken, owned, seed_);
     for (size_t i = 0; i < changes.size(); ++i) {
       if (changes[i].acquire.empty() && changes[i].release == 0) continue;
@@ -1007,9 +1017,9 @@ class Coordinator {
   std::unique_ptr<pqxx::connection> conn_;
   std::unique_ptr<outbox::OutboxStore> store_;
   std::unique_ptr<WakeupReceiver> receiver_;
-  bool registered_ = false;
+  // Until when the outbox trigger notifies on our behalf (none: not wanted).
+  std::optional<Clock::time_point> wakeups_until_;
   std::vector<uint64_t> idle_entries_seen_;
-  Clock::time_point last_forget_{};
 };
 
 }  // namespace

@@ -308,6 +308,19 @@ TEST_CASE("a '$JS.API.STREAM.DELETE.<stream>' destination fails permanently and 
   CHECK(admin.message_count(stream) == 7);  // still there, nothing deleted or purged
 }
 
+TEST_CASE("a fresh publisher whose first batch sends nothing (every subject refused) settles it", "[nats]") {
+  // cnats 3.4.1 crashed when asked for the pending messages of a JetStream
+  // context that never published: a batch of refused subjects did that.
+  auto pub = publisher();
+  auto batch = messages("unused", 3, "refused");
+  for (auto& m : batch) m.destination = "$JS.API.INFO";
+  for (int round = 0; round < 2; ++round)
+    for (const auto& r : pub->publish(batch, 5s)) {
+      CHECK_FALSE(r.confirmed);
+      CHECK(r.error_class == ErrorClass::permanent);
+    }
+}
+
 TEST_CASE("a subject answered by something that is not a JetStream stream fails permanently", "[nats]") {
   const auto subject = test::nats_subject("responder");
   std::string reply;

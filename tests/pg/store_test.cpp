@@ -281,7 +281,7 @@ TEST_CASE("store: lane locks, the fleet view and due lanes", "[store]") {
   CHECK(std::find(fleet.taken.begin(), fleet.taken.end(), Lane{4}) == fleet.taken.end());
 }
 
-TEST_CASE("store: the outbox trigger notifies only while a relay is registered", "[store]") {
+TEST_CASE("store: the outbox trigger notifies only while a relay wants wake-ups", "[store]") {
   auto url = txbox::test::create_database("store");
   pqxx::connection listener(url), writer(url);
   OutboxStore store(listener);
@@ -293,10 +293,11 @@ TEST_CASE("store: the outbox trigger notifies only while a relay is registered",
 
   insert(writer, "a");
   listener.await_notification(0, 300000);
-  CHECK(receiver.count == 0);  // nobody registered: writers pay no NOTIFY
+  CHECK(receiver.count == 0);  // nobody wants them: writers pay no NOTIFY
 
-  store.want_wakeups(true);
-  CHECK(scalar(writer, "SELECT count(*) FROM txbox.relay_wakeups") == 1);
+  store.want_wakeups(std::chrono::seconds(5));
+  CHECK(scalar(writer, "SELECT pg_sequence_last_value('txbox.relay_wakeup_until') - "
+                       "extract(epoch FROM now())::bigint") >= 4);
   {
     pqxx::work tx(writer);
     tx.exec0("INSERT INTO txbox.outbox (destination) VALUES ('x'), ('y')");
@@ -305,17 +306,19 @@ TEST_CASE("store: the outbox trigger notifies only while a relay is registered",
   }
   listener.await_notification(5, 0);
   CHECK(receiver.count == 1);  // one per transaction
-  store.want_wakeups(false);
-  CHECK(scalar(writer, "SELECT count(*) FROM txbox.relay_wakeups") == 0);
 
-  // A registration whose session died is removed by the next look.
+  // A shorter wish never moves the horizon back (another relay's stands).
+  const long long horizon = scalar(writer, "SELECT pg_sequence_last_value('txbox.relay_wakeup_until')");
+  store.want_wakeups(std::chrono::seconds(1));
+  CHECK(scalar(writer, "SELECT pg_sequence_last_value('txbox.relay_wakeup_until')") == horizon);
+
+  // Once it has run out, writers stop notifying.
   {
-    pqxx::connection gone(url);
-    OutboxStore(gone).want_wakeups(true);
+    pqxx::nontransaction tx(writer);
+    tx.exec("SELECT setval('txbox.relay_wakeup_until', extract(epoch FROM now())::bigint - 1)");
   }
-  std::this_thread::sleep_for(200ms);
-  CHECK(scalar(writer, "SELECT count(*) FROM txbox.relay_wakeups") == 1);
-  store.forget_dead_wakeups();
-  CHECK(scalar(writer, "SELECT count(*) FROM txbox.relay_wakeups") == 0);
+  insert(writer, "b");
+  listener.await_notification(0, 300000);
+  CHECK(receiver.count == 1);
   CHECK_FALSE(store.outbox_empty());
 }

@@ -147,6 +147,10 @@ struct Lane {
   std::condition_variable cv;
   std::unordered_map<natsMsg*, std::size_t> inflight;  // sent, no outcome yet
   std::vector<Outcome> outcomes;                       // one per message of the batch
+  // cnats 3.4.1 creates a context's pending map at its first async publish,
+  // and js_PublishAsyncGetPendingList dereferences it unchecked: never ask
+  // a context that has not published yet (a batch of refused subjects).
+  bool published = false;
 
   static void on_ack(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error,
                      void* closure) noexcept {
@@ -237,6 +241,7 @@ class Core {
   // (a late PubAck is dropped) and destroys nothing; it is destroyed here and
   // its outcome set to `failure`.
   static void take_back_pending(Lane& lane, Failure failure, const std::string& text = {}) {
+    if (!lane.published) return;  // nothing pending, and cnats would crash on asking
     natsMsgList list{};
     if (js_PublishAsyncGetPendingList(&list, lane.js.get()) != NATS_OK) return;  // none
     {
@@ -468,6 +473,7 @@ class NatsPendingPublish final : public brokers::PendingPublish {
     }
     natsMsg* handed = msg.release();
     s = js_PublishMsgAsync(lane_->js.get(), &handed, &po);
+    if (s == NATS_OK || handed == nullptr) lane_->published = true;  // the library holds it
     if (s != NATS_OK && handed != nullptr) {
       // cnats took it out of its pending map again: it is ours, no ack
       // handler will run for it.

@@ -23,37 +23,80 @@ using namespace detail;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// KEYS[1] = the message's dedup key, KEYS[2] = the stream, KEYS[3] (only
-// when the message has one) = the dedup key of the previous message of the
-// same key in the batch. ARGV[1] = ttl seconds, ARGV[2] = MAXLEN (0 = none),
-// ARGV[3..] = field, value, ... Returns the new entry id, or 0 when the
-// message was already stored within the ttl.
-// The type check comes first. A duplicate is confirmed before the chain is
-// looked at: it is in the stream whatever happened to its predecessor. The
-// chain check refuses a message whose predecessor is not stored, so a key's
-// later message never lands after an earlier one failed. SET is the first
-// write: under maxmemory it fails with OOM before anything changed. A failed
-// XADD removes the dedup key again, so a rejected message is never
-// remembered as stored.
+// One call stores a chunk of a batch's messages, in order (one Lua call per
+// message cost Redis more than the writes themselves).
+// KEYS: for message i, KEYS[2i-1] = its dedup key, KEYS[2i] = its stream;
+// after those, the dedup keys of predecessors. ARGV[1] = ttl seconds,
+// ARGV[2] = MAXLEN (0 = none), ARGV[3] = the number of messages, then per
+// message: the KEYS index of its predecessor's dedup key (0 = none), the
+// number of its fields, its fields (name, value, ...).
+// Returns one element per message: the new entry id, 0 when the message was
+// already stored within the ttl, or an error.
+// The type check comes first. SET NX of the dedup key is the first write
+// (under maxmemory it fails with OOM before anything changed) and finds a
+// duplicate, which is confirmed before the chain is looked at: it is in the
+// stream whatever happened to its predecessor. The chain check refuses a
+// message whose predecessor (earlier in this call or in an earlier call of
+// the batch) is not stored, so a key's later message never lands after an
+// earlier one failed. A refused or failed message's dedup key is removed
+// again, so it is never remembered as stored.
 constexpr const char* kScript = R"lua(
-local t = redis.call('TYPE', KEYS[2])['ok']
-if t ~= 'none' and t ~= 'stream' then
-  return redis.error_reply('WRONGTYPE key ' .. KEYS[2] .. ' holds a ' .. t .. ', not a stream')
+local ttl, maxlen, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local results, types, a = {}, {}, 4
+-- What pcall caught, as an error reply (whatever form the server gives it).
+local function failed(e)
+  if type(e) == 'table' and e.err then return e end
+  return redis.error_reply(tostring(e))
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then
-  return redis.error_reply('TXBOXCHAIN the previous message of this key in the batch (' .. KEYS[3] .. ') is not stored')
+for i = 1, n do
+  local dedup, stream = KEYS[2 * i - 1], KEYS[2 * i]
+  local pred, nfields = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local fields = {}
+  for f = 1, nfields do fields[f] = ARGV[a + 1 + f] end
+  a = a + 2 + nfields
+  local t = types[stream]
+  if t == nil then
+    t = redis.call('TYPE', stream)['ok']
+    types[stream] = t
+  end
+  if t ~= 'none' and t ~= 'stream' then
+    results[i] = redis.error_reply('WRONGTYPE key ' .. stream .. ' holds a ' .. t .. ', not a stream')
+  else
+    local ok, fresh = pcall(redis.call, 'SET', dedup, '1', 'NX', 'EX', ttl)
+    if not ok then
+      results[i] = failed(fresh)
+    elseif not fresh then
+      results[i] = 0
+    elseif pred > 0 and redis.call('EXISTS', KEYS[pred]) == 0 then
+      redis.call('DEL', dedup)
+      results[i] = redis.error_reply('TXBOXCHAIN the previous message of this key in the batch (' .. KEYS[pred] .. ') is not stored')
+    else
+      local stored, id
+      if maxlen ~= '0' then
+        stored, id = pcall(redis.call, 'XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+      else
+        stored, id = pcall(redis.call, 'XADD', stream, '*', unpack(fields))
+      end
+      if stored then
+        types[stream] = 'stream'
+        results[i] = id
+      else
+        redis.call('DEL', dedup)
+        results[i] = failed(id)
+      end
+    end
+  end
 end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
-local ok, id
-if ARGV[2] ~= '0' then
-  ok, id = pcall(redis.call, 'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-else
-  ok, id = pcall(redis.call, 'XADD', KEYS[2], '*', unpack(ARGV, 3))
-end
-if not ok then redis.call('DEL', KEYS[1]) end
-return id
+return results
 )lua";
+
+// Messages per script call: enough to spread the call's cost, few enough to
+// keep Redis responsive to other clients meanwhile. A call also stops at
+// kChunkBytes of payload, and a larger message goes alone: a call's
+// arguments count against maxmemory while it runs, so a large message must
+// not make the small ones beside it fail with OOM.
+constexpr size_t kChunk = 100;
+constexpr size_t kChunkBytes = size_t{1} << 20;
 
 // DEL of a key that never exists: a write command, so it is refused exactly
 // when the server refuses all writes (LOADING, READONLY, MISCONF,
@@ -210,7 +253,9 @@ class RedisPendingPublish final : public brokers::PendingPublish {
     // The write waits for the server to take the bytes, no longer than a
     // connect may take.
     set_timeout(connection_.context.get(), shared_->endpoint.connect_timeout);
-    for (size_t i : sent_) append(connection_.context.get(), command_for(i, predecessors[i]));
+    predecessors_ = std::move(predecessors);
+    for (auto chunk : chunks(sent_))
+      append(connection_.context.get(), chunk_command(chunk, [&](size_t i) { return predecessors_[i]; }));
     if (!flush(connection_.context.get(), failure)) {
       start_failure_ = failure;
       connection_ = {};
@@ -237,52 +282,107 @@ class RedisPendingPublish final : public brokers::PendingPublish {
   }
 
  private:
-  std::vector<std::string> command_for(size_t i, std::optional<size_t> predecessor) const {
-    const auto& m = messages_[i];
-    std::vector<std::string> argv{"EVALSHA", connection_.sha, predecessor ? "3" : "2", dedup_keys_[i],
-                                  m.destination};
-    if (predecessor) argv.push_back(dedup_keys_[*predecessor]);
-    argv.insert(argv.end(), {shared_->ttl, shared_->maxlen, "message-id", m.message_id});
-    if (m.key) argv.insert(argv.end(), {"key", *m.key});
-    argv.insert(argv.end(), {"payload", m.payload, "headers", headers_json(m.headers)});
+  // `order` cut into the chunks of one script call each.
+  std::vector<std::span<const size_t>> chunks(const std::vector<size_t>& order) const {
+    std::vector<std::span<const size_t>> out;
+    size_t from = 0, bytes = 0;
+    for (size_t k = 0; k < order.size(); ++k) {
+      const size_t size = messages_[order[k]].payload.size();
+      if (k > from && (k - from >= kChunk || bytes + size > kChunkBytes)) {
+        out.push_back(std::span(order).subspan(from, k - from));
+        from = k;
+        bytes = 0;
+      }
+      bytes += size;
+    }
+    if (from < order.size()) out.push_back(std::span(order).subspan(from));
+    return out;
+  }
+
+  // One EVALSHA for the messages `chunk` (indexes, in order); `predecessor`
+  // gives each one's predecessor in the batch, if any.
+  template <typename Predecessor>
+  std::vector<std::string> chunk_command(std::span<const size_t> chunk, const Predecessor& predecessor) const {
+    std::vector<std::string> keys, args;
+    std::vector<std::string> argv{"EVALSHA", connection_.sha, ""};
+    keys.reserve(chunk.size() * 2);
+    for (size_t i : chunk) {
+      keys.push_back(dedup_keys_[i]);
+      keys.push_back(messages_[i].destination);
+    }
+    args.insert(args.end(), {shared_->ttl, shared_->maxlen, std::to_string(chunk.size())});
+    for (size_t i : chunk) {
+      const auto& m = messages_[i];
+      if (auto p = predecessor(i)) {
+        keys.push_back(dedup_keys_[*p]);
+        args.push_back(std::to_string(keys.size()));
+      } else {
+        args.push_back("0");
+      }
+      args.push_back(m.key ? "8" : "6");
+      args.insert(args.end(), {"message-id", m.message_id});
+      if (m.key) args.insert(args.end(), {"key", *m.key});
+      args.insert(args.end(), {"payload", m.payload, "headers", headers_json(m.headers)});
+    }
+    argv[2] = std::to_string(keys.size());
+    argv.reserve(3 + keys.size() + args.size());
+    for (auto& k : keys) argv.push_back(std::move(k));
+    for (auto& a : args) argv.push_back(std::move(a));
     return argv;
   }
 
-  // Reads one reply per message of `order` (sent in that order). On a lost
-  // connection or the deadline, the messages still without a reply fail and
-  // the connection is dropped: nothing is sent again on another one.
+  // Reads one reply per chunk of `order` (sent in that order, chunks()).
+  // On a lost connection or the deadline, the messages still without a
+  // reply fail and the connection is dropped: nothing is sent again on
+  // another one.
   void read_replies(const std::vector<size_t>& order, Clock::time_point deadline) {
     redisContext* context = connection_.context.get();
-    for (size_t p = 0; p < order.size(); ++p) {
-      const size_t i = order[p];
+    for (auto chunk : chunks(order)) {
+      const size_t from = static_cast<size_t>(chunk.data() - order.data());
       Failure failure;
       auto reply = get_reply_before(context, deadline, failure);
       if (!reply) {
         if (failure.kind == Failure::Kind::timeout)
-          failure.text = fmt::format("{}, {} of {} replies unread", failure.text, order.size() - p, order.size());
-        fail(std::span(order).subspan(p), failure);
+          failure.text = fmt::format("{}, {} of {} replies unread", failure.text, order.size() - from, order.size());
+        fail(std::span(order).subspan(from), failure);
         if (failure.kind == Failure::Kind::lost) shared_->drop_idle();
         connection_ = {};
         return;
       }
-      if (!is_error(reply.get())) {
-        // An entry id (new entry) or 0 (a duplicate within the dedup window):
-        // both mean the stream holds the message.
-        results_[i] = {true, brokers::ErrorClass::transient, {}};
-        outcomes_[i] = FirstRound::stored;
+      if (is_error(reply.get())) {
+        // The call as a whole failed (NOSCRIPT, ...): so did each message.
+        for (size_t i : chunk) settle(i, reply.get());
         continue;
       }
-      auto c = classify(reply_failure(reply.get()), messages_[i].destination, shared_->endpoint.address());
-      results_[i] = {false, c.error_class, std::move(c.description)};
-      if (has_code(reply.get(), "NOSCRIPT"))
-        outcomes_[i] = FirstRound::noscript;
-      else if (has_code(reply.get(), kChainRefusedCode))
-        outcomes_[i] = FirstRound::chain_refused;
-      else if (results_[i].error_class == brokers::ErrorClass::permanent)
-        outcomes_[i] = FirstRound::removed;
-      else
-        outcomes_[i] = FirstRound::failed;
+      if (reply->type != REDIS_REPLY_ARRAY || reply->elements != chunk.size()) {
+        fail(chunk, {Failure::Kind::reply, fmt::format("unexpected reply to the publish script (type {}, {} "
+                                                       "elements for {} messages)",
+                                                       reply->type, reply->elements, chunk.size())});
+        continue;
+      }
+      for (size_t k = 0; k < chunk.size(); ++k) settle(chunk[k], reply->element[k]);
     }
+  }
+
+  // The outcome of message i from its reply (an element of the chunk's).
+  void settle(size_t i, const redisReply* reply) {
+    if (!is_error(reply)) {
+      // An entry id (new entry) or 0 (a duplicate within the dedup window):
+      // both mean the stream holds the message.
+      results_[i] = {true, brokers::ErrorClass::transient, {}};
+      outcomes_[i] = FirstRound::stored;
+      return;
+    }
+    auto c = classify(reply_failure(reply), messages_[i].destination, shared_->endpoint.address());
+    results_[i] = {false, c.error_class, std::move(c.description)};
+    if (has_code(reply, "NOSCRIPT"))
+      outcomes_[i] = FirstRound::noscript;
+    else if (has_code(reply, kChainRefusedCode))
+      outcomes_[i] = FirstRound::chain_refused;
+    else if (results_[i].error_class == brokers::ErrorClass::permanent)
+      outcomes_[i] = FirstRound::removed;
+    else
+      outcomes_[i] = FirstRound::failed;
   }
 
   // NOSCRIPT (the script cache was flushed: reload it) and chain refusals
@@ -311,7 +411,9 @@ class RedisPendingPublish final : public brokers::PendingPublish {
       }
       connection_.sha = std::string(text(reply.get()));
     }
-    for (const auto& r : resends) append(context, command_for(r.index, r.predecessor));
+    std::vector<std::optional<size_t>> predecessor(messages_.size());
+    for (const auto& r : resends) predecessor[r.index] = r.predecessor;
+    for (auto chunk : chunks(order)) append(context, chunk_command(chunk, [&](size_t i) { return predecessor[i]; }));
     // Outcomes of this round are final: a second NOSCRIPT stays a transient failure.
     read_replies(order, deadline);
   }
@@ -344,6 +446,7 @@ class RedisPendingPublish final : public brokers::PendingPublish {
   std::vector<brokers::PublishResult> results_;
   std::vector<FirstRound> outcomes_;
   std::vector<std::string> dedup_keys_;  // per message ("" when refused)
+  std::vector<std::optional<size_t>> predecessors_;  // per message, in the first round
   std::vector<size_t> sent_;             // the messages in the pipeline, in order
   Connection connection_;                // empty once released or dropped
   std::optional<Failure> start_failure_;

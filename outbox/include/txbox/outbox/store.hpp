@@ -148,13 +148,14 @@ class OutboxStore {
   std::vector<Lane> change_lanes(std::span<const Lane> acquire, std::span<const Lane> release);
 
   // --- fleet, wake-ups, drain (the coordinator session)
-  FleetView fleet(std::span<const Lane> due_check);
-  // Registers this session for wake-up notifications on kWakeupChannel (the
-  // outbox trigger notifies only while someone is registered), or removes
-  // the registration.
-  void want_wakeups(bool want);
-  // Removes registrations of sessions that no longer exist.
-  void forget_dead_wakeups();
+  // With a `wakeups_for` above zero, also wants wake-ups for that long (as
+  // want_wakeups, in the same round trip).
+  FleetView fleet(std::span<const Lane> due_check, std::chrono::seconds wakeups_for = std::chrono::seconds(0));
+  // Makes the outbox trigger notify kWakeupChannel for at least `duration`
+  // from now (it notifies while txbox.relay_wakeup_until is ahead of a
+  // writer's transaction start; nobody ever moves it back). LISTEN on the
+  // channel on the same session to receive them.
+  void want_wakeups(std::chrono::seconds duration);
   bool outbox_empty();
 
   // The channel the outbox trigger notifies (sql/0003_relay_wakeups.sql).
