@@ -27,6 +27,7 @@
 #include <unordered_map>
 
 #include "txbox/brokers/url.hpp"
+#include "txbox/registry/registry.hpp"
 #include "txbox/outbox/outbox.hpp"
 #include "txbox/outbox/schema.hpp"
 #include "txbox/relay/relay.hpp"
@@ -292,7 +293,7 @@ int throughput(const ThroughputArgs& a) {
   json brokers = json::array();
   for (const auto& url : a.broker_urls) {
     options.broker_url = url;
-    auto publisher = txbox::relay::make_publisher(options);
+    std::shared_ptr<txbox::brokers::Publisher> publisher = txbox::brokers::open_publisher(url, options.broker_properties);
     double best = 0;
     for (int r = 0; r < a.repeat; ++r) {
       fill(a.database_url, topic, a.messages, a.keys, a.payload);
@@ -349,7 +350,7 @@ int latency(const LatencyArgs& a) {
   txbox::relay::RelayOptions options;  // the relay's defaults
   options.database_url = a.database_url;
   options.broker_url = a.broker_url;
-  auto timing = std::make_shared<TimingPublisher>(txbox::relay::make_publisher(options));
+  auto timing = std::make_shared<TimingPublisher>(txbox::brokers::open_publisher(a.broker_url));
   timing->record_ids(true);
   txbox::relay::Relay relay(options, timing);
   std::stop_source stop;

@@ -7,6 +7,8 @@
 #   bench/run.sh [--quick]     (--quick: smaller runs, to try the script)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../scripts/lib.sh
+source "$root/scripts/lib.sh"
 build=${TXBOX_BUILD_DIR:-$root/build}
 quick=false
 [ "${1:-}" = --quick ] && quick=true
@@ -14,11 +16,12 @@ quick=false
 command -v gnuplot >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo;
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; }
 TXBOX_BUILD_DIR=$build "$root/scripts/build.sh"
-dir=$(mktemp -d /tmp/txbox-bench.XXXXXX)
-chmod 755 "$dir"
+dir=$(make_run_dir txbox-bench)
 trap '"$root/scripts/test-env.sh" stop "$dir" >/dev/null 2>&1' EXIT
-eval "$(TXBOX_TEST_PG_PORT=${TXBOX_BENCH_PG_PORT:-55452} TXBOX_TEST_RABBITMQ_PORT=55692 TXBOX_TEST_NATS_PORT=54252 \
-  TXBOX_TEST_REDIS_PORT=56399 TXBOX_KAFKA_MOCK_BIN=$build/scripts/txbox-kafka-mock "$root/scripts/test-env.sh" start "$dir")"
+# Captured first, so that a server that does not start stops the run.
+vars=$(TXBOX_TEST_PG_PORT=${TXBOX_BENCH_PG_PORT:-55452} TXBOX_TEST_RABBITMQ_PORT=55692 TXBOX_TEST_NATS_PORT=54252 \
+  TXBOX_TEST_REDIS_PORT=56399 TXBOX_KAFKA_MOCK_BIN=$build/scripts/txbox-kafka-mock "$root/scripts/test-env.sh" start "$dir")
+eval "$vars"
 psql -q "$TXBOX_TEST_PG_URL" -c "CREATE DATABASE bench"
 db="${TXBOX_TEST_PG_URL%/postgres}/bench"
 bench=$build/bench/txbox-bench
@@ -87,7 +90,7 @@ window=30
 $quick && window=10
 sleep "$window"
 t1=$(ticks); c1=$(commits)
-kill "$relay_pid"; wait "$relay_pid" || true
+stop_process txbox-relay "$relay_pid" 30 || true
 hz=$(getconf CLK_TCK)
 cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v w="$window" 'BEGIN{printf "%.2f", 100 * d / hz / w}')
 # Our own two readings are in the count.
@@ -106,7 +109,7 @@ rss_big=$(peak_rss $!)
 echo "peak RSS: $((rss_small / 1024)) MiB with 1 KB payloads, $((rss_big / 1024)) MiB with 20 MB payloads"
 
 echo "== writer cost (pgbench): a business transaction with and without an outbox row"
-pgbench=$(ls /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -1)
+pgbench=$(printf '%s\n' /usr/lib/postgresql/*/bin/pgbench | sort -V | tail -1)
 sql "CREATE TABLE IF NOT EXISTS bench_orders (id bigserial PRIMARY KEY, customer_id int NOT NULL,
      amount numeric(12,2) NOT NULL, note text, created_at timestamptz NOT NULL DEFAULT now())"
 payload=$(printf 'x%.0s' $(seq 200))
@@ -138,7 +141,7 @@ $quick && rounds=1
 for clients in 8 32; do
   b=(); o=(); n=()
   # Interleaved rounds, the median of each: this machine is noisy.
-  for round in $(seq "$rounds"); do
+  for _ in $(seq "$rounds"); do
     b+=("$(tps "$dir/business.sql" "$clients")")
     o+=("$(tps "$dir/outbox.sql" "$clients")")
     # A relay asleep that wants wake-ups: every writer transaction then
@@ -180,8 +183,8 @@ slower() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.0f%%", 100 * (1 - b / a)}'; 
   echo "| clients | business transaction | + one outbox row (trigger on, no relay asleep) | slower | + NOTIFY (a relay asleep) | slower |"
   echo "|---:|---:|---:|---:|---:|---:|"
   for clients in 8 32; do
-    b=${writer[business,$clients]}; o=${writer[outbox,$clients]}; n=${writer[notify,$clients]}
-    echo "| $clients | $b tps | $o tps | $(slower "$b" "$o") | $n tps | $(slower "$b" "$n") |"
+    bt=${writer[business,$clients]}; ot=${writer[outbox,$clients]}; nt=${writer[notify,$clients]}
+    echo "| $clients | $bt tps | $ot tps | $(slower "$bt" "$ot") | $nt tps | $(slower "$bt" "$nt") |"
   done
 } >"$extra"
 

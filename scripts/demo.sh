@@ -8,6 +8,8 @@
 #   scripts/demo.sh [--orders N] [--broker kafka|rabbitmq|nats|redis]
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../scripts/lib.sh
+source "$root/scripts/lib.sh"
 build=${TXBOX_BUILD_DIR:-$root/build}
 orders=2000
 broker=kafka
@@ -28,25 +30,23 @@ step "installing packages and building (first run takes a few minutes)"
 "$root/scripts/install-deps.sh"
 TXBOX_BUILD_DIR=$build "$root/scripts/build.sh"
 
-dir=$(mktemp -d /tmp/txbox-demo.XXXXXX)
-chmod 755 "$dir"
+dir=$(make_run_dir txbox-demo)
 consumer_pid=""
+broker_script=$root/scripts/$broker.sh
+[ "$broker" != kafka ] || broker_script=$root/scripts/kafka-mock.sh
 cleanup() {
-  [ -n "$consumer_pid" ] && kill "$consumer_pid" 2>/dev/null || true
-  case "$broker" in
-    kafka) "$root/scripts/kafka-mock.sh" stop "$dir/broker" >/dev/null 2>&1 || true ;;
-    *) "$root/scripts/$broker.sh" stop "$dir/broker" >/dev/null 2>&1 || true ;;
-  esac
+  if [ -n "$consumer_pid" ]; then stop_process consumer "$consumer_pid" 10 || true; fi
+  "$broker_script" stop "$dir/broker" >/dev/null 2>&1 || true
   "$root/scripts/pg.sh" stop "$dir/pg" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 step "starting throwaway PostgreSQL and $broker in $dir"
 admin=$("$root/scripts/pg.sh" start "$dir/pg" "${TXBOX_DEMO_PG_PORT:-55442}")
 case "$broker" in
-  kafka) broker_url="kafka://$(TXBOX_KAFKA_MOCK_BIN=$build/scripts/txbox-kafka-mock "$root/scripts/kafka-mock.sh" start "$dir/broker" --brokers 3)" ;;
-  rabbitmq) broker_url=$("$root/scripts/rabbitmq.sh" start "$dir/broker" "${TXBOX_DEMO_BROKER_PORT:-55682}") ;;
-  nats) broker_url="$("$root/scripts/nats.sh" start "$dir/broker" "${TXBOX_DEMO_BROKER_PORT:-54232}")?create_streams=true" ;;
-  redis) broker_url=$("$root/scripts/redis.sh" start "$dir/broker" "${TXBOX_DEMO_BROKER_PORT:-56389}") ;;
+  kafka) broker_url="kafka://$(TXBOX_KAFKA_MOCK_BIN=$build/scripts/txbox-kafka-mock "$broker_script" start "$dir/broker" --brokers 3)" ;;
+  rabbitmq) broker_url=$("$broker_script" start "$dir/broker" "${TXBOX_DEMO_BROKER_PORT:-55682}") ;;
+  nats) broker_url="$("$broker_script" start "$dir/broker" "${TXBOX_DEMO_BROKER_PORT:-54232}")?create_streams=true" ;;
+  redis) broker_url=$("$broker_script" start "$dir/broker" "${TXBOX_DEMO_BROKER_PORT:-56389}") ;;
 esac
 psql -q "$admin" -c "CREATE DATABASE shop"
 db=${admin%/postgres}/shop

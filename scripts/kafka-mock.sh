@@ -12,6 +12,8 @@
 # repository, else txbox-kafka-mock on PATH. Files in DIR: kafka-mock.pid,
 # kafka-mock.log, bootstrap, control (FIFO), control.log.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 usage="usage: scripts/kafka-mock.sh start DIR [flags...] | stop DIR | control DIR COMMAND"
 cmd=${1:?$usage}
 dir=${2:?$usage}
@@ -32,77 +34,35 @@ find_bin() {
   fi
 }
 
-# Alive and not a zombie (an orphaned, killed mock may stay a zombie until reaped).
-alive() {
-  local state
-  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-  [[ $state != Z* ]]
-}
-
-running_pid() {
-  local pid
-  [ -f "$dir/kafka-mock.pid" ] || return 1
-  pid=$(cat "$dir/kafka-mock.pid")
-  [ -n "$pid" ] && alive "$pid" || return 1
-  echo "$pid"
-}
-
 case "$cmd" in
   start)
     bin=$(find_bin)
-    mkdir -p "$dir"
-    dir=$(cd "$dir" && pwd)
-    if pid=$(running_pid); then
-      echo "error: a kafka mock is already running in $dir (pid $pid); stop it first: $0 stop $dir" >&2
-      exit 1
-    fi
-    rm -f "$dir/bootstrap" "$dir/kafka-mock.pid"
-    nohup "$bin" --bootstrap-file "$dir/bootstrap" --control "$dir/control" "$@" \
-      >"$dir/kafka-mock.log" 2>&1 </dev/null &
-    pid=$!
-    echo "$pid" >"$dir/kafka-mock.pid"
-    for _ in $(seq 1 200); do
-      if [ -s "$dir/bootstrap" ]; then
-        cat "$dir/bootstrap"
-        exit 0
-      fi
-      if ! alive "$pid"; then
-        echo "error: txbox-kafka-mock exited during startup, see $dir/kafka-mock.log:" >&2
-        tail -n 20 "$dir/kafka-mock.log" >&2 || true
-        rm -f "$dir/kafka-mock.pid"
-        exit 1
-      fi
-      sleep 0.1
-    done
-    echo "error: txbox-kafka-mock did not write $dir/bootstrap within 20 s, see $dir/kafka-mock.log" >&2
-    kill "$pid" 2>/dev/null || true
-    rm -f "$dir/kafka-mock.pid"
-    exit 1
+    dir=$(absolute_dir "$dir")
+    check_startable "a kafka mock" "$dir/kafka-mock.pid" "" "$0 stop $dir"
+    rm -f "$dir/bootstrap"
+    daemon_start "$dir/kafka-mock.pid" "$dir/kafka-mock.log" \
+      "$bin" --bootstrap-file "$dir/bootstrap" --control "$dir/control" "$@"
+    # The mock writes the bootstrap file once its brokers listen.
+    wait_ready txbox-kafka-mock 20 "$dir/kafka-mock.pid" "$dir/kafka-mock.log" -- test -s "$dir/bootstrap"
+    cat "$dir/bootstrap"
     ;;
   stop)
-    if pid=$(running_pid); then
-      kill "$pid"
-      for _ in $(seq 1 100); do
-        alive "$pid" || break
-        sleep 0.1
-      done
-      if alive "$pid"; then
-        echo "warning: txbox-kafka-mock (pid $pid) ignored SIGTERM for 10 s; killing it" >&2
-        kill -9 "$pid" 2>/dev/null || true
-      fi
-    fi
-    rm -f "$dir/kafka-mock.pid" "$dir/bootstrap" "$dir/control"
+    stop_daemon txbox-kafka-mock "$dir/kafka-mock.pid" 10 || true
+    rm -f "$dir/bootstrap" "$dir/control"
     ;;
   control)
     command=${1:?$usage}
     [ $# -eq 1 ] || { echo "error: quote the command: $0 control DIR \"push-errors Produce NOT_ENOUGH_REPLICAS\"" >&2; exit 2; }
-    running_pid >/dev/null || { echo "error: no kafka mock is running in $dir (start it with: $0 start $dir)" >&2; exit 1; }
+    running_pid "$dir/kafka-mock.pid" >/dev/null || die "no kafka mock is running in $dir (start it with: $0 start $dir)"
     [ -p "$dir/control" ] || { echo "error: $dir/control is not a FIFO: the mock was started without --control" >&2; exit 1; }
-    # The mock echoes the command with single spaces.
+    # The mock echoes the command with single spaces (hence the unquoted,
+    # unglobbed $command).
+    # shellcheck disable=SC2086
     normalized=$(set -f; echo $command)
     log="$dir/control.log"
     before=$( [ -f "$log" ] && wc -l <"$log" || echo 0 )
     # open() of a FIFO blocks until the mock reads it: bound it.
+    # shellcheck disable=SC2016  # $1 and $2 belong to the inner bash
     if ! timeout 5 bash -c 'printf "%s\n" "$1" >"$2"' _ "$normalized" "$dir/control"; then
       echo "error: the kafka mock did not read $dir/control within 5 s" >&2
       exit 1

@@ -9,16 +9,14 @@
 # DIR/mnesia, logs in DIR/log. HOME=DIR holds the node's Erlang cookie, so
 # only this script (or rabbitmqctl with HOME=DIR) can talk to it.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 usage="usage: scripts/rabbitmq.sh start DIR PORT | stop DIR | kill DIR"
 cmd=${1:?$usage}
 dir=${2:?$usage}
 bin=/usr/lib/rabbitmq/bin
-[ -x "$bin/rabbitmq-server" ] || {
-  echo "error: RabbitMQ not found under $bin; install it: apt-get install -y rabbitmq-server" >&2
-  exit 1
-}
-mkdir -p "$dir"
-dir=$(cd "$dir" && pwd)
+need "$bin/rabbitmq-server" rabbitmq-server
+dir=$(absolute_dir "$dir")
 cd "$dir"
 
 # The environment of the node and of every rabbitmqctl call (the same HOME,
@@ -46,25 +44,32 @@ node_env() {
 }
 
 saved_port() {
-  [ -f "$dir/port" ] || { echo "error: $dir has no RabbitMQ node (no $dir/port); start one with: scripts/rabbitmq.sh start $dir PORT" >&2; exit 1; }
+  [ -f "$dir/port" ] || die "$dir has no RabbitMQ node (no $dir/port); start one with: scripts/rabbitmq.sh start $dir PORT"
   cat "$dir/port"
 }
 
-node_pid() {
-  [ -f "$dir/rabbit.pid" ] && cat "$dir/rabbit.pid" 2>/dev/null || true
+# Ready: rabbitmqctl await_startup. It fails at once while the node is not
+# registered with epmd yet, so wait_ready retries it (every second: each
+# rabbitmqctl call starts an Erlang VM of its own).
+rabbit_booted() {
+  timeout 15 "$bin/rabbitmqctl" -n "$RABBITMQ_NODENAME" -q await_startup --timeout 10 >>"$dir/log/ctl.log" 2>&1
 }
 
-alive() {
-  local pid=$1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+# stop_node SIGNAL SECONDS: the node (the Erlang VM, whose pid RabbitMQ
+# writes to rabbit.pid), then its launcher (the rabbitmq-server shell that
+# started it and only forwards signals: SIGKILL is enough).
+stop_node() {
+  stop_daemon "RabbitMQ node" "$dir/rabbit.pid" "$2" "$1" || true
+  stop_daemon "rabbitmq-server launcher" "$dir/launcher.pid" 1 KILL || true
 }
 
 case "$cmd" in
   start)
     port=${3:?$usage}
+    node_env "$port"
+    check_startable "RabbitMQ node $RABBITMQ_NODENAME" "$dir/rabbit.pid" "$port" "scripts/rabbitmq.sh stop $dir"
     echo "$port" >"$dir/port"
     mkdir -p "$dir/log" "$dir/mnesia"
-    node_env "$port"
     if [ ! -f "$dir/.erlang.cookie" ]; then
       head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | tr 'a-f' 'A-F' >"$dir/.erlang.cookie"
       chmod 400 "$dir/.erlang.cookie"
@@ -79,31 +84,12 @@ CONF
     echo "[]." >"$dir/advanced.config"
     echo "[]." >"$dir/enabled_plugins"  # no management plugin
     : >"$dir/rabbitmq-env.conf"
-    if alive "$(node_pid)"; then
-      echo "error: a RabbitMQ node already runs from $dir (pid $(node_pid)); stop it first: scripts/rabbitmq.sh stop $dir" >&2
-      exit 1
-    fi
     rm -f "$dir/rabbit.pid"
-    setsid "$bin/rabbitmq-server" >>"$dir/log/startup.log" 2>&1 </dev/null &
-    echo $! >"$dir/launcher.pid"
-    # await_startup fails at once while the node is not registered with epmd
-    # yet, so retry it until 60 s have passed.
-    started=false
-    deadline=$((SECONDS + 60))
-    while [ "$SECONDS" -lt "$deadline" ]; do
-      if timeout $((deadline - SECONDS + 1)) "$bin/rabbitmqctl" -n "$RABBITMQ_NODENAME" -q await_startup \
-          --timeout $((deadline - SECONDS + 1)) >>"$dir/log/ctl.log" 2>&1; then
-        started=true
-        break
-      fi
-      alive "$(cat "$dir/launcher.pid")" || break  # the server exited
-      sleep 1
-    done
-    if [ "$started" != true ]; then
-      echo "error: RabbitMQ node $RABBITMQ_NODENAME did not start within 60 s; last lines of $dir/log:" >&2
-      tail -n 20 "$dir/log/startup.log" >&2 2>/dev/null || true
-      tail -n 20 "$dir/log/rabbit.log" >&2 2>/dev/null || true
-      tail -n 5 "$dir/log/ctl.log" >&2 2>/dev/null || true
+    # setsid: the node leaves the caller's session, as under a service manager.
+    daemon_start "$dir/launcher.pid" "$dir/log/startup.log" setsid "$bin/rabbitmq-server"
+    if ! WAIT_INTERVAL=1 wait_ready "RabbitMQ node $RABBITMQ_NODENAME" 60 "$dir/launcher.pid" \
+        "$dir/log/startup.log" "$dir/log/rabbit.log" "$dir/log/ctl.log" -- rabbit_booted; then
+      stop_node TERM 5  # wait_ready stopped the launcher; the node may outlive it
       exit 1
     fi
     echo "amqp://guest:guest@127.0.0.1:$port/"
@@ -112,25 +98,18 @@ CONF
     [ -f "$dir/port" ] || exit 0
     port=$(saved_port)
     node_env "$port"
-    pid=$(node_pid)
+    node=$(running_pid "$dir/rabbit.pid") || node=""
+    # rabbitmqctl stop: a clean shutdown.
     timeout 60 "$bin/rabbitmqctl" -n "$RABBITMQ_NODENAME" -q stop >>"$dir/log/ctl.log" 2>&1 || true
-    for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
-    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
-    launcher=$(cat "$dir/launcher.pid" 2>/dev/null || true)
-    if alive "$launcher"; then kill -KILL "$launcher" 2>/dev/null || true; fi
-    rm -f "$dir/rabbit.pid" "$dir/launcher.pid"
+    # It returns, and RabbitMQ deletes rabbit.pid, a moment before the VM
+    # has exited: wait for the pid read before (then SIGKILL).
+    [ -z "$node" ] || stop_process "RabbitMQ node" "$node" 10 0 || true
+    stop_node TERM 10
     ;;
   kill)
-    pid=$(node_pid)
-    if ! alive "$pid"; then
-      echo "error: no running RabbitMQ node in $dir (no live pid in $dir/rabbit.pid)" >&2
-      exit 1
-    fi
-    kill -KILL "$pid"
-    for _ in $(seq 1 100); do alive "$pid" || break; sleep 0.1; done
-    launcher=$(cat "$dir/launcher.pid" 2>/dev/null || true)
-    if alive "$launcher"; then kill -KILL "$launcher" 2>/dev/null || true; fi
-    rm -f "$dir/rabbit.pid" "$dir/launcher.pid"
+    running_pid "$dir/rabbit.pid" >/dev/null \
+      || die "no running RabbitMQ node in $dir (no live pid in $dir/rabbit.pid)"
+    stop_node KILL 10
     ;;
   *) echo "$usage" >&2; exit 2 ;;
 esac

@@ -7,36 +7,55 @@
 # (54222), Redis $TXBOX_TEST_REDIS_PORT (56379); the Kafka mock cluster (3
 # brokers) picks free ports. TXBOX_TEST_BROKERS limits which brokers start
 # (default "kafka rabbitmq nats redis").
+# When a server does not start, `start` stops those it started, says which
+# one failed and why (on stderr), and exits 1.
 set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cmd=${1:?usage: scripts/test-env.sh start|stop DIR}
-dir=${2:?usage: scripts/test-env.sh start|stop DIR}
+scripts=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+usage="usage: scripts/test-env.sh start|stop DIR"
+cmd=${1:?$usage}
+dir=${2:?$usage}
 brokers=${TXBOX_TEST_BROKERS:-kafka rabbitmq nats redis}
 has() { [[ " $brokers " == *" $1 "* ]]; }
+
+# export VAR URL: one line of the output that callers eval. The URL comes from
+# an assignment, so that a server script's failure stops this script (set -e
+# does not look at a $(...) inside another command's arguments).
+export_line() { echo "export $1='$2'"; }
+
+stop_all() {
+  local server
+  for server in redis nats rabbitmq kafka; do
+    # kafka's state lives in DIR/kafka, its script is kafka-mock.sh.
+    [ -d "$dir/$server" ] && { "$scripts/${server/kafka/kafka-mock}.sh" stop "$dir/$server" || true; }
+  done
+  "$scripts/pg.sh" stop "$dir/pg" || true
+}
+
 case "$cmd" in
   start)
     mkdir -p "$dir"
-    pg_url=$("$root/scripts/pg.sh" start "$dir/pg" "${TXBOX_TEST_PG_PORT:-55432}")
-    echo "export TXBOX_TEST_PG_URL='$pg_url'"
+    started=false
+    trap '$started || stop_all >/dev/null 2>&1' EXIT
+    url=$("$scripts/pg.sh" start "$dir/pg" "${TXBOX_TEST_PG_PORT:-55432}")
+    export_line TXBOX_TEST_PG_URL "$url"
     if has kafka; then
-      echo "export TXBOX_TEST_KAFKA_BOOTSTRAP='$("$root/scripts/kafka-mock.sh" start "$dir/kafka" --brokers 3)'"
+      url=$("$scripts/kafka-mock.sh" start "$dir/kafka" --brokers 3)
+      export_line TXBOX_TEST_KAFKA_BOOTSTRAP "$url"
     fi
     if has rabbitmq; then
-      echo "export TXBOX_TEST_RABBITMQ_URL='$("$root/scripts/rabbitmq.sh" start "$dir/rabbitmq" "${TXBOX_TEST_RABBITMQ_PORT:-55672}")'"
+      url=$("$scripts/rabbitmq.sh" start "$dir/rabbitmq" "${TXBOX_TEST_RABBITMQ_PORT:-55672}")
+      export_line TXBOX_TEST_RABBITMQ_URL "$url"
     fi
     if has nats; then
-      echo "export TXBOX_TEST_NATS_URL='$("$root/scripts/nats.sh" start "$dir/nats" "${TXBOX_TEST_NATS_PORT:-54222}")'"
+      url=$("$scripts/nats.sh" start "$dir/nats" "${TXBOX_TEST_NATS_PORT:-54222}")
+      export_line TXBOX_TEST_NATS_URL "$url"
     fi
     if has redis; then
-      echo "export TXBOX_TEST_REDIS_URL='$("$root/scripts/redis.sh" start "$dir/redis" "${TXBOX_TEST_REDIS_PORT:-56379}")'"
+      url=$("$scripts/redis.sh" start "$dir/redis" "${TXBOX_TEST_REDIS_PORT:-56379}")
+      export_line TXBOX_TEST_REDIS_URL "$url"
     fi
+    started=true
     ;;
-  stop)
-    [ -d "$dir/redis" ] && { "$root/scripts/redis.sh" stop "$dir/redis" || true; }
-    [ -d "$dir/nats" ] && { "$root/scripts/nats.sh" stop "$dir/nats" || true; }
-    [ -d "$dir/rabbitmq" ] && { "$root/scripts/rabbitmq.sh" stop "$dir/rabbitmq" || true; }
-    [ -d "$dir/kafka" ] && { "$root/scripts/kafka-mock.sh" stop "$dir/kafka" || true; }
-    "$root/scripts/pg.sh" stop "$dir/pg" || true
-    ;;
-  *) echo "usage: scripts/test-env.sh start|stop DIR" >&2; exit 2 ;;
+  stop) stop_all ;;
+  *) echo "$usage" >&2; exit 2 ;;
 esac

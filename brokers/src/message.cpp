@@ -1,5 +1,7 @@
 #include "txbox/brokers/message.hpp"
 
+#include "txbox/brokers/broker.hpp"
+
 namespace txbox::brokers {
 
 const char* to_string(ErrorClass error_class) noexcept {
@@ -12,6 +14,12 @@ const char* to_string(ErrorClass error_class) noexcept {
       return "outage";
   }
   return "unknown";
+}
+
+void require_no_properties(std::string_view who, const Properties& properties) {
+  if (properties.empty()) return;
+  throw txbox::ConfigError(std::string(who) + " takes no client properties (got '" + properties.begin()->first + "')",
+                           "set connection options in the broker URL's query instead");
 }
 
 }  // namespace txbox::brokers

@@ -1,4 +1,5 @@
 #include "txbox/brokers/url.hpp"
+#include "txbox/core/error.hpp"
 
 #include <fmt/format.h>
 
@@ -10,7 +11,7 @@ namespace txbox::brokers {
 namespace {
 
 [[noreturn]] void fail(std::string_view url, std::string_view why) {
-  throw std::invalid_argument(fmt::format(
+  throw txbox::UsageError(fmt::format(
       "malformed broker URL '{}': {}; expected scheme://[user[:password]@]host[:port][,host[:port]...][/path]"
       " such as kafka://127.0.0.1:9092",
       redact_broker_url(url), why));

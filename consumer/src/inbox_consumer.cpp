@@ -8,6 +8,8 @@
 #include <mutex>
 #include <pqxx/pqxx>
 
+#include "txbox/brokers/wire.hpp"
+
 namespace txbox::consumer {
 
 std::string dedup_id(const brokers::Delivery& delivery) {
@@ -55,7 +57,10 @@ std::optional<Result> InboxConsumer::poll_once() {
     bool permanent = dynamic_cast<const PermanentError*>(&e) != nullptr;
     if (permanent || pending_attempts_ >= options_.max_attempts) {
       // The broker's own dead-letter mechanism first; else "<source>.dlq".
-      bool settled = consumer_.dead_letter(delivery, e.what());
+      // The adapters write the handler attempts made as dlq-attempts.
+      brokers::Delivery attempted = delivery;
+      attempted.delivery_attempt = pending_attempts_;
+      bool settled = consumer_.dead_letter(attempted, e.what());
       if (!settled && options_.dead_letter_publisher && dead_letter(delivery, e.what())) {
         consumer_.ack(delivery);
         settled = true;
@@ -82,15 +87,13 @@ std::optional<Result> InboxConsumer::poll_once() {
 bool InboxConsumer::dead_letter(const brokers::Delivery& delivery, const std::string& error) {
   brokers::Message letter = delivery.message;
   letter.destination = delivery.source + ".dlq";
-  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-                 .count();
-  letter.headers.emplace_back("dlq-error", error);
-  letter.headers.emplace_back("dlq-original-topic", delivery.source);
-  letter.headers.emplace_back("dlq-original-partition", std::to_string(delivery.partition));
-  letter.headers.emplace_back("dlq-original-offset", std::to_string(delivery.offset));
-  letter.headers.emplace_back("dlq-timestamp", std::to_string(now));
-  letter.headers.emplace_back("dlq-attempts", std::to_string(pending_attempts_));
+  brokers::wire::add_dead_letter_headers(
+      letter.headers,
+      {.error = error,
+       .error_class = std::string(brokers::wire::kClassHandler),
+       .attempts = pending_attempts_,
+       .original_destination = delivery.source,
+       .original_position = fmt::format("{}/{}", delivery.partition, delivery.offset)});
   auto results = options_.dead_letter_publisher->publish(std::span(&letter, 1), options_.dead_letter_timeout);
   if (results.empty() || !results[0].confirmed) {
     spdlog::error("consumer '{}': could not publish message {} to {}: {}; it stays unacked and is retried",

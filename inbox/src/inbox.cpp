@@ -1,9 +1,9 @@
 #include "txbox/inbox/inbox.hpp"
 
-#include <fmt/format.h>
 
 #include <pqxx/pqxx>
-#include <stdexcept>
+
+#include "txbox/core/error.hpp"
 
 namespace txbox::inbox {
 
@@ -12,9 +12,13 @@ const char* to_string(Outcome outcome) noexcept {
 }
 
 Inbox::Inbox(std::string consumer, InboxOptions options)
-    : consumer_(std::move(consumer)), options_(std::move(options)) {
+    : consumer_(std::move(consumer)),
+      options_(std::move(options)),
+      insert_sql_(options_.schema.adapt(
+          "INSERT INTO txbox.inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")),
+      seen_sql_(options_.schema.adapt("SELECT 1 FROM txbox.inbox WHERE consumer = $1 AND message_id = $2")) {
   if (consumer_.empty())
-    throw std::invalid_argument(
+    throw txbox::UsageError(
         "inbox consumer name is empty: give each consumer a stable name such as "
         "'billing.order-events'");
 }
@@ -22,13 +26,11 @@ Inbox::Inbox(std::string consumer, InboxOptions options)
 Outcome Inbox::process(pqxx::transaction_base& tx, std::string_view message_id,
                        const Handler& handler) const {
   if (message_id.empty())
-    throw std::invalid_argument("inbox: message id is empty; every message needs an id");
+    throw txbox::UsageError("inbox: message id is empty; every message needs an id");
   // ON CONFLICT DO NOTHING waits for a concurrent uncommitted insert of the
   // same id and then inserts nothing, so two racing deliveries run the
   // handler once.
-  auto inserted = tx.exec(fmt::format(
-      "INSERT INTO {} (consumer, message_id) VALUES ({}, {}) ON CONFLICT DO NOTHING",
-      options_.table, tx.quote(consumer_), tx.quote(std::string(message_id))));
+  auto inserted = tx.exec_params(insert_sql_, consumer_, std::string(message_id));
   if (inserted.affected_rows() == 0) return Outcome::duplicate;
   handler(tx);
   return Outcome::processed;
@@ -43,10 +45,7 @@ Outcome Inbox::process(pqxx::connection_base& conn, std::string_view message_id,
 }
 
 bool Inbox::seen(pqxx::transaction_base& tx, std::string_view message_id) const {
-  return !tx.exec(fmt::format("SELECT 1 FROM {} WHERE consumer = {} AND message_id = {}",
-                              options_.table, tx.quote(consumer_),
-                              tx.quote(std::string(message_id))))
-              .empty();
+  return !tx.exec_params(seen_sql_, consumer_, std::string(message_id)).empty();
 }
 
 }  // namespace txbox::inbox

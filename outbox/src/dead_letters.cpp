@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <limits>
 #include <pqxx/pqxx>
-#include <stdexcept>
+
+#include "txbox/core/error.hpp"
+#include "txbox/outbox/store.hpp"
 
 namespace txbox::outbox {
 namespace {
@@ -34,82 +36,92 @@ DeadLetter from_row(const pqxx::row& row) {
   return d;
 }
 
-// Moves the dead letters matching `where` (a condition on txbox.dead_letters)
-// back into the outbox in one statement; returns how many.
-size_t move_back(pqxx::transaction_base& tx, const std::string& where) {
-  auto result = tx.exec(fmt::format(
-      "WITH moved AS (DELETE FROM txbox.dead_letters WHERE {} "
-      "RETURNING id, message_id, destination, message_key, payload, headers) "
-      "INSERT INTO txbox.outbox (message_id, destination, message_key, payload, headers) "
-      "SELECT message_id, destination, message_key, payload, headers FROM moved ORDER BY id",
-      where));
+// Moves the dead letters matching `where` (a condition on dead_letters with
+// parameters $1...) back into the outbox in one statement; returns how many.
+template <typename... Params>
+size_t move_back(pqxx::transaction_base& tx, const SchemaName& schema, std::string_view where,
+                 Params&&... params) {
+  auto result = tx.exec_params(
+      schema.adapt(fmt::format(
+          "WITH moved AS (DELETE FROM txbox.dead_letters WHERE {} "
+          "RETURNING id, message_id, destination, message_key, payload, headers) "
+          "INSERT INTO txbox.outbox (message_id, destination, message_key, payload, headers) "
+          "SELECT message_id, destination, message_key, payload, headers FROM moved ORDER BY id",
+          where)),
+      std::forward<Params>(params)...);
   return result.affected_rows();
 }
 
 }  // namespace
 
-std::vector<DeadLetter> list_dead_letters(pqxx::transaction_base& tx, const DeadLetterFilter& filter) {
+std::vector<DeadLetter> list_dead_letters(pqxx::transaction_base& tx, const DeadLetterFilter& filter,
+                                          const SchemaName& schema) {
   if (filter.limit <= 0)
-    throw std::invalid_argument(
-        fmt::format("dead-letter list limit must be at least 1 (got {})", filter.limit));
-  std::string sql = fmt::format("SELECT {} FROM txbox.dead_letters WHERE id > {}", kColumns,
-                                filter.after_id);
-  if (filter.destination) sql += " AND destination = " + tx.quote(*filter.destination);
-  sql += fmt::format(" ORDER BY id LIMIT {}", filter.limit);
+    throw txbox::UsageError(fmt::format("dead-letter list limit must be at least 1 (got {})", filter.limit));
+  std::string sql = fmt::format("SELECT {} FROM txbox.dead_letters WHERE id > $1", kColumns);
+  if (filter.destination) sql += " AND destination = $3";
+  sql += " ORDER BY id LIMIT $2";
+  sql = schema.adapt(sql);
+  pqxx::result rows = filter.destination ? tx.exec_params(sql, filter.after_id, filter.limit, *filter.destination)
+                                         : tx.exec_params(sql, filter.after_id, filter.limit);
   std::vector<DeadLetter> out;
-  for (const auto& row : tx.exec(sql)) out.push_back(from_row(row));
+  for (const auto& row : rows) out.push_back(from_row(row));
   return out;
 }
 
-std::optional<DeadLetter> find_dead_letter(pqxx::transaction_base& tx, int64_t id) {
-  auto result =
-      tx.exec(fmt::format("SELECT {} FROM txbox.dead_letters WHERE id = {}", kColumns, id));
+std::optional<DeadLetter> find_dead_letter(pqxx::transaction_base& tx, int64_t id, const SchemaName& schema) {
+  auto result = tx.exec_params(
+      schema.adapt(fmt::format("SELECT {} FROM txbox.dead_letters WHERE id = $1", kColumns)), id);
   if (result.empty()) return std::nullopt;
   return from_row(result[0]);
 }
 
-size_t replay_dead_letters(pqxx::transaction_base& tx, const std::vector<int64_t>& ids) {
+size_t replay_dead_letters(pqxx::transaction_base& tx, const std::vector<int64_t>& ids,
+                           const SchemaName& schema) {
   std::vector<int64_t> wanted = ids;
   std::sort(wanted.begin(), wanted.end());
   wanted.erase(std::unique(wanted.begin(), wanted.end()), wanted.end());
   if (wanted.empty()) return 0;
-  std::string array = fmt::format("'{{{}}}'::bigint[]", fmt::join(wanted, ","));
+  const std::string array = pg_array(wanted);
 
   // Lock the rows first, so a concurrent replay of the same ids waits and then
   // finds them gone, and find the unknown ids before changing anything.
   std::vector<int64_t> found;
-  for (const auto& row : tx.exec(fmt::format(
-           "SELECT id FROM txbox.dead_letters WHERE id = ANY({}) ORDER BY id FOR UPDATE", array)))
+  for (const auto& row : tx.exec_params(
+           schema.adapt("SELECT id FROM txbox.dead_letters WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"),
+           array))
     found.push_back(row[0].as<int64_t>());
   if (found.size() != wanted.size()) {
     std::vector<int64_t> missing;
     std::set_difference(wanted.begin(), wanted.end(), found.begin(), found.end(),
                         std::back_inserter(missing));
-    throw std::invalid_argument(fmt::format(
+    // The ids are well-formed but not there: not a usage error.
+    throw txbox::Error(ErrorKind::permanent, fmt::format(
         "no dead letter{} with id{} {}; nothing was replayed (see `txbox dead-letters list`)",
         missing.size() == 1 ? "" : "s", missing.size() == 1 ? "" : "s", fmt::join(missing, ", ")));
   }
-  return move_back(tx, fmt::format("id = ANY({})", array));
+  return move_back(tx, schema, "id = ANY($1::bigint[])", array);
 }
 
-size_t replay_all_dead_letters(pqxx::transaction_base& tx,
-                               const std::optional<std::string>& destination) {
-  return move_back(tx, destination ? "destination = " + tx.quote(*destination) : "true");
+size_t replay_all_dead_letters(pqxx::transaction_base& tx, const std::optional<std::string>& destination,
+                               const SchemaName& schema) {
+  if (destination) return move_back(tx, schema, "destination = $1", *destination);
+  return move_back(tx, schema, "true");
 }
 
-size_t purge_dead_letters(pqxx::transaction_base& tx, std::chrono::seconds older_than) {
+size_t purge_dead_letters(pqxx::transaction_base& tx, std::chrono::seconds older_than,
+                          const SchemaName& schema) {
   if (older_than.count() < 0)
-    throw std::invalid_argument(
-        fmt::format("purge age must not be negative (got {}s)", older_than.count()));
-  auto result = tx.exec(fmt::format(
-      "DELETE FROM txbox.dead_letters WHERE dead_at < now() - {} * interval '1 second'",
-      older_than.count()));
+    throw txbox::UsageError(fmt::format("purge age must not be negative (got {}s)", older_than.count()));
+  auto result = tx.exec_params(
+      schema.adapt("DELETE FROM txbox.dead_letters WHERE dead_at < now() - $1 * interval '1 second'"),
+      static_cast<int64_t>(older_than.count()));
   return result.affected_rows();
 }
 
 std::chrono::seconds parse_duration(std::string_view text) {
   auto bad = [&]() {
-    return std::invalid_argument(fmt::format(
+    return txbox::UsageError(fmt::format(
         "malformed duration '{}': expected a whole number and a unit, one of s (seconds), "
         "m (minutes), h (hours), d (days), w (weeks), e.g. 45s, 15m, 12h, 30d, 2w",
         text));

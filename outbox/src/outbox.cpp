@@ -6,6 +6,8 @@
 #include <pqxx/pqxx>
 #include <random>
 
+#include "txbox/outbox/store.hpp"
+
 namespace txbox::outbox {
 namespace {
 
@@ -22,32 +24,40 @@ std::string headers_json(const Message& message) {
   }
 }
 
-std::string row_values(pqxx::transaction_base& tx, const Message& message, std::string& id_out) {
+// The message's id: its own (checked) or a new random one.
+std::string checked_id(const Message& message) {
   if (message.destination.empty())
     throw InvalidMessage(
         "outbox message has an empty destination: set Message::destination to the topic, "
         "exchange, subject or stream it goes to");
-  if (message.message_id) {
-    if (!is_uuid(*message.message_id))
-      throw InvalidMessage(fmt::format(
-          "outbox message id '{}' is not a UUID (expected 8-4-4-4-12 hex digits); leave "
-          "Message::message_id empty to get a random one",
-          *message.message_id));
-    id_out = *message.message_id;
-  } else {
-    id_out = new_message_id();
+  if (!message.message_id) return new_message_id();
+  if (!is_uuid(*message.message_id))
+    throw InvalidMessage(fmt::format(
+        "outbox message id '{}' is not a UUID (expected 8-4-4-4-12 hex digits); leave "
+        "Message::message_id empty to get a random one",
+        *message.message_id));
+  return *message.message_id;
+}
+
+// bytea's hex input form: \x0a1b...
+std::string bytea_hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out = "\\x";
+  out.reserve(2 + 2 * bytes.size());
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
   }
-  std::string key = message.key ? tx.quote(*message.key) : "NULL";
-  return fmt::format(
-      "({}::uuid,{},{},{},{}::jsonb)", tx.quote(id_out), tx.quote(message.destination), key,
-      tx.quote_raw(reinterpret_cast<const unsigned char*>(message.payload.data()),
-                   message.payload.size()),
-      tx.quote(headers_json(message)));
+  return out;
 }
 
 }  // namespace
 
-Outbox::Outbox(OutboxOptions options) : options_(std::move(options)) {}
+Outbox::Outbox(OutboxOptions options)
+    : options_(std::move(options)),
+      insert_sql_(options_.schema.adapt(
+          "INSERT INTO txbox.outbox (message_id, destination, message_key, payload, headers) "
+          "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[])")) {}
 
 std::string Outbox::enqueue(pqxx::transaction_base& tx, const Message& message) const {
   return enqueue(tx, std::span<const Message>(&message, 1)).front();
@@ -57,15 +67,19 @@ std::vector<std::string> Outbox::enqueue(pqxx::transaction_base& tx,
                                          std::span<const Message> messages) const {
   std::vector<std::string> ids;
   if (messages.empty()) return ids;
-  ids.resize(messages.size());
-  std::string sql = fmt::format(
-      "INSERT INTO {} (message_id, destination, message_key, payload, headers) VALUES ",
-      options_.table);
-  for (size_t i = 0; i < messages.size(); ++i) {
-    if (i) sql += ',';
-    sql += row_values(tx, messages[i], ids[i]);
+  // Every value travels as a statement parameter: one array per column,
+  // unnested into rows in the given order (one statement, one round trip).
+  std::vector<std::string> destinations, payloads, headers;
+  std::vector<std::optional<std::string>> keys;
+  for (const auto& message : messages) {
+    ids.push_back(checked_id(message));
+    destinations.push_back(message.destination);
+    keys.push_back(message.key);
+    payloads.push_back(bytea_hex(message.payload));
+    headers.push_back(headers_json(message));
   }
-  tx.exec0(sql);
+  tx.exec_params0(insert_sql_, pg_array(ids), pg_array(destinations), pg_array(keys), pg_array(payloads),
+                  pg_array(headers));
   return ids;
 }
 

@@ -229,17 +229,33 @@ std::string join_numbers(std::span<const T> values) {
   return out;
 }
 
+int lock_class_for(const SchemaName& schema) {
+  // The default schema keeps the classes of earlier releases ("tx", "ty"),
+  // so relays of both versions see each other during an upgrade. Others: an
+  // even FNV-1a hash of the name (presence is the odd one above it).
+  if (schema.name() == SchemaName::kDefault) return 0x7478;
+  uint32_t hash = 2166136261u;
+  for (unsigned char c : schema.name()) hash = (hash ^ c) * 16777619u;
+  return static_cast<int>((hash & 0x3ffffffeu) | 0x10000u);
+}
+
 }  // namespace
 
 std::string pg_array(std::span<const int64_t> values) { return join_numbers(values); }
 std::string pg_array(std::span<const Lane> values) { return join_numbers(values); }
 
-std::string pg_array(std::span<const std::string> values) {
+namespace {
+template <typename Strings, typename IsNull, typename Text>
+std::string text_array(const Strings& values, IsNull is_null, Text text) {
   std::string out = "{";
   for (size_t i = 0; i < values.size(); ++i) {
     if (i) out += ',';
+    if (is_null(values[i])) {
+      out += "NULL";
+      continue;
+    }
     out += '"';
-    for (char c : values[i]) {
+    for (char c : text(values[i])) {
       if (c == '"' || c == '\\') out += '\\';
       out += c;
     }
@@ -248,16 +264,28 @@ std::string pg_array(std::span<const std::string> values) {
   out += '}';
   return out;
 }
+}  // namespace
 
-OutboxStore::OutboxStore(pqxx::connection_base& conn) : conn_(conn) {
-  conn_.prepare("txbox_claim", kClaimSql);
-  conn_.prepare("txbox_fetch_chunk", kFetchChunkSql);
-  conn_.prepare("txbox_complete", kCompleteSql);
-  conn_.prepare("txbox_complete_skipping_locked", kCompleteSkippingLockedSql);
+std::string pg_array(std::span<const std::string> values) {
+  return text_array(values, [](const std::string&) { return false; },
+                    [](const std::string& v) -> const std::string& { return v; });
+}
+
+std::string pg_array(std::span<const std::optional<std::string>> values) {
+  return text_array(values, [](const std::optional<std::string>& v) { return !v; },
+                    [](const std::optional<std::string>& v) -> const std::string& { return *v; });
+}
+
+OutboxStore::OutboxStore(pqxx::connection_base& conn, const SchemaName& schema)
+    : conn_(conn), channel_(schema.wakeup_channel()), lock_class_(lock_class_for(schema)) {
+  conn_.prepare("txbox_claim", schema.adapt(kClaimSql));
+  conn_.prepare("txbox_fetch_chunk", schema.adapt(kFetchChunkSql));
+  conn_.prepare("txbox_complete", schema.adapt(kCompleteSql));
+  conn_.prepare("txbox_complete_skipping_locked", schema.adapt(kCompleteSkippingLockedSql));
   conn_.prepare("txbox_change_lanes", kChangeLanesSql);
-  conn_.prepare("txbox_fleet", kFleetSql);
-  conn_.prepare("txbox_want_wakeups", kWantWakeupsSql);
-  conn_.prepare("txbox_outbox_empty", kOutboxEmptySql);
+  conn_.prepare("txbox_fleet", schema.adapt(kFleetSql));
+  conn_.prepare("txbox_want_wakeups", schema.adapt(kWantWakeupsSql));
+  conn_.prepare("txbox_outbox_empty", schema.adapt(kOutboxEmptySql));
 }
 
 Claim OutboxStore::claim(const ClaimRequest& request) {
@@ -365,19 +393,19 @@ int OutboxStore::join_fleet() {
   // that shares server sessions a prepared statement would clash before the
   // relay could tell what is wrong.
   pqxx::nontransaction tx(conn_);
-  return tx.exec_params1(kJoinFleetSql, kPresenceLockClass)[1].as<int>();
+  return tx.exec_params1(kJoinFleetSql, presence_lock_class())[1].as<int>();
 }
 
 std::vector<Lane> OutboxStore::change_lanes(std::span<const Lane> acquire, std::span<const Lane> release) {
   if (acquire.empty() && release.empty()) return {};
   pqxx::nontransaction tx(conn_);
-  auto row = tx.exec_prepared1("txbox_change_lanes", kLaneLockClass, pg_array(release), pg_array(acquire));
+  auto row = tx.exec_prepared1("txbox_change_lanes", lane_lock_class(), pg_array(release), pg_array(acquire));
   return parse_lane_array(row[1]);
 }
 
 FleetView OutboxStore::fleet(std::span<const Lane> due_check, std::chrono::seconds wakeups_for) {
   pqxx::nontransaction tx(conn_);
-  auto row = tx.exec_prepared1("txbox_fleet", kPresenceLockClass, kLaneLockClass, pg_array(due_check),
+  auto row = tx.exec_prepared1("txbox_fleet", presence_lock_class(), lane_lock_class(), pg_array(due_check),
                                static_cast<int64_t>(wakeups_for.count()));
   FleetView view;
   view.workers = row[0].as<int>();

@@ -133,22 +133,17 @@ int guarded(const std::string& program, const std::string& database_url,
         "cannot connect to PostgreSQL at '{}': {}; check --database-url and that the server is "
         "running and reachable",
         database_url, e.what()));
-    return kExitRuntime;
-  } catch (const outbox::SchemaError& e) {
-    report(e.what());
-    return kExitRuntime;
+    return kExitFailure;
   } catch (const pqxx::sql_error& e) {
     report(fmt::format("PostgreSQL rejected a statement: {} (SQLSTATE {})", e.what(), e.sqlstate()));
-    return kExitRuntime;
-  } catch (const std::invalid_argument& e) {
-    report(e.what());
-    return kExitUsage;
-  } catch (const brokers::BrokerError& e) {
+    return kExitFailure;
+  } catch (const txbox::Error& e) {
+    // The one place an error's kind becomes the exit code.
     report(fmt::format("{}{}", e.what(), e.retryable() ? " (retryable: try again later)" : ""));
-    return e.retryable() ? kExitRuntime : kExitUsage;
+    return exit_code(e.kind());
   } catch (const std::exception& e) {
     report(e.what());
-    return kExitRuntime;
+    return kExitFailure;
   }
 }
 

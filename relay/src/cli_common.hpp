@@ -5,11 +5,16 @@
 #include <functional>
 #include <string>
 
+#include "txbox/core/error.hpp"
+
 namespace txbox::relay::cli {
 
-constexpr int kExitOk = 0;
-constexpr int kExitRuntime = 1;  // environment problem: database down, schema missing
-constexpr int kExitUsage = 2;    // bad flags, URL or config
+// Exit codes: txbox::exit_code() of the error's kind (txbox/core/error.hpp):
+// 0 ok, 1 a failure of the environment (database down, schema missing),
+// 2 bad flags, URL or config.
+using txbox::kExitFailure;
+using txbox::kExitOk;
+using txbox::kExitUsage;
 
 // Logs to stderr as "<time> <level> <program>: <message>".
 void setup_logging(const std::string& program, const std::string& level);

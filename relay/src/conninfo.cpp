@@ -5,7 +5,7 @@
 
 #include <map>
 #include <memory>
-#include <stdexcept>
+#include "txbox/core/error.hpp"
 
 namespace txbox::relay {
 
@@ -23,7 +23,7 @@ RelayConninfo relay_conninfo(const std::string& database_url, const std::string&
     std::string why = error != nullptr ? error : "out of memory";
     PQfreemem(error);
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
-    throw std::invalid_argument(fmt::format(
+    throw txbox::UsageError(fmt::format(
         "the database URL is malformed ({}): use postgresql://user@host:port/database or "
         "'host=... dbname=...'",
         why));

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "txbox/core/error.hpp"
+
 namespace txbox::relay {
 
 // TCP keepalive settings of a session, applied on both ends: by libpq on the
@@ -28,7 +30,7 @@ struct RelayConninfo {
 // keepalives_count, tcp_user_timeout and connect_timeout to `database_url`
 // (a postgresql:// URL or a key=value string) unless it sets them; the
 // keepalive values it does set are used for the server's side too.
-// Throws std::invalid_argument when libpq cannot parse it (the message
+// Throws txbox::UsageError when libpq cannot parse it (the message
 // holds no password).
 RelayConninfo relay_conninfo(const std::string& database_url, const std::string& application_name);
 

@@ -3,15 +3,15 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <stdexcept>
 #include <toml++/toml.h>
 
+#include "txbox/core/error.hpp"
 #include "txbox/outbox/dead_letters.hpp"
 
 namespace txbox::relay {
 
 void validate(const RelayOptions& options) {
-  auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
+  auto fail = [](const std::string& what) { throw txbox::UsageError(what); };
   if (options.database_url.empty())
     fail("no database given: pass --database-url URL or set TXBOX_DATABASE_URL "
          "(for example postgresql://user@127.0.0.1:5432/app)");
@@ -50,10 +50,18 @@ void validate(const RelayOptions& options) {
     fail(fmt::format("--max-attempts {} is out of range: use 1 or more", options.retry.max_attempts));
   if (options.outage_backoff_cap.count() < 10)
     fail("--outage-backoff-cap must be at least 10 ms");
-  static const char* codecs[] = {"none", "gzip", "snappy", "lz4", "zstd"};
-  if (std::find(std::begin(codecs), std::end(codecs), options.compression) == std::end(codecs))
-    fail(fmt::format("--compression '{}' is not supported: use none, gzip, snappy, lz4 or zstd",
-                     options.compression));
+}
+
+void add_broker_property(RelayOptions& options, std::string_view assignment, std::string_view flag) {
+  auto eq = assignment.find('=');
+  if (eq == std::string_view::npos || eq == 0)
+    throw txbox::UsageError(fmt::format("{} '{}' is not NAME=VALUE", flag, assignment),
+                            "for example --broker-property linger.ms=10");
+  options.broker_properties[std::string(assignment.substr(0, eq))] = std::string(assignment.substr(eq + 1));
+}
+
+void set_kafka_compression(RelayOptions& options, const std::string& codec) {
+  options.broker_properties["compression.type"] = codec;
 }
 
 void load_config_file(const std::string& path, RelayOptions& options,
@@ -63,12 +71,11 @@ void load_config_file(const std::string& path, RelayOptions& options,
     table = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
     const auto& where = e.source().begin;
-    throw std::invalid_argument(fmt::format("config file {}:{}:{}: {}", path, where.line,
-                                            where.column, e.description()));
+    throw txbox::ConfigError(fmt::format("config file {}:{}:{}: {}", path, where.line,
+                                         where.column, e.description()));
   }
   auto key_error = [&](std::string_view key, std::string_view want) {
-    return std::invalid_argument(
-        fmt::format("config file {}: key '{}' must be {}", path, key, want));
+    return txbox::ConfigError(fmt::format("config file {}: key '{}' must be {}", path, key, want));
   };
   for (auto&& [raw_key, node] : table) {
     std::string key(raw_key.str());
@@ -103,8 +110,8 @@ void load_config_file(const std::string& path, RelayOptions& options,
     else if (key == "max-retry-age") {
       try {
         options.retry.max_retry_age = outbox::parse_duration(text());
-      } catch (const std::invalid_argument& e) {
-        throw std::invalid_argument(fmt::format("config file {}: key 'max-retry-age': {}", path, e.what()));
+      } catch (const txbox::Error& e) {
+        throw txbox::ConfigError(fmt::format("config file {}: key 'max-retry-age': {}", path, e.what()));
       }
     }
     else if (key == "retry-base") options.retry.base = std::chrono::milliseconds(integer());
@@ -118,26 +125,42 @@ void load_config_file(const std::string& path, RelayOptions& options,
     else if (key == "retry-factor") {
       if (auto v = node.value<double>()) options.retry.factor = *v;
       else throw key_error(key, "a number");
-    } else if (key == "compression") options.compression = text();
+    } else if (key == "compression") {
+      set_kafka_compression(options, text());
+      if (warnings)
+        warnings->push_back(fmt::format("config file {}: key 'compression' is deprecated: write "
+                                        "\"compression.type\" = \"...\" in the [broker] table",
+                                        path));
+    }
+    else if (key == "schema") {
+      try {
+        options.schema = txbox::SchemaName(text());
+      } catch (const txbox::Error& e) {
+        throw txbox::ConfigError(fmt::format("config file {}: key 'schema': {}", path, e.what()));
+      }
+    }
     else if (key == "drain") {
       if (auto v = node.value<bool>()) options.drain = *v;
       else throw key_error(key, "true or false");
-    } else if (key == "kafka") {
-      auto* kafka = node.as_table();
-      if (!kafka) throw key_error(key, "a table of librdkafka properties ([kafka])");
-      for (auto&& [property, value] : *kafka) {
+    } else if (key == "broker" || key == "kafka") {
+      auto* properties = node.as_table();
+      if (!properties) throw key_error(key, fmt::format("a table of broker client properties ([{}])", key));
+      if (key == "kafka" && warnings)
+        warnings->push_back(fmt::format("config file {}: the [kafka] table is deprecated: rename it to [broker]",
+                                        path));
+      for (auto&& [property, value] : *properties) {
         std::string name(property.str());
         if (value.is_boolean()) options.broker_properties[name] = value.value<bool>().value() ? "true" : "false";
         else if (value.is_integer()) options.broker_properties[name] = std::to_string(value.value<int64_t>().value());
         else if (value.is_string()) options.broker_properties[name] = value.value<std::string>().value();
-        else throw key_error(fmt::format("kafka.{}", property.str()), "a string, integer or boolean");
+        else throw key_error(fmt::format("{}.{}", key, property.str()), "a string, integer or boolean");
       }
     } else {
-      throw std::invalid_argument(fmt::format(
-          "config file {}: unknown key '{}'; known keys: database-url, broker-url, workers, "
+      throw txbox::ConfigError(fmt::format(
+          "config file {}: unknown key '{}'; known keys: database-url, broker-url, schema, workers, "
           "batch-size, max-batch-bytes, batches-in-flight, wakeup, poll-interval, publish-timeout, "
           "shutdown-timeout, probe-timeout, retry-base, retry-factor, retry-cap, max-attempts, "
-          "max-retry-age, outage-backoff-cap, publish-dead-letters, compression, drain, [kafka]",
+          "max-retry-age, outage-backoff-cap, publish-dead-letters, drain, [broker]",
           path, raw_key.str()));
     }
   }

@@ -23,8 +23,10 @@
 #include "conninfo.hpp"
 #include "db_errors.hpp"
 #include "lane_balance.hpp"
+#include "txbox/brokers/wire.hpp"
 #include "txbox/outbox/schema.hpp"
 #include "txbox/outbox/store.hpp"
+#include "txbox/registry/registry.hpp"
 
 namespace txbox::relay {
 namespace {
@@ -421,7 +423,7 @@ class Worker {
       pqxx::nontransaction tx(*conn);
       tx.exec(s_.conninfo.session_setup_sql() + fmt::format("; SET lock_timeout = '{}'", kLockTimeout));
     }
-    auto store = std::make_unique<outbox::OutboxStore>(*conn);
+    auto store = std::make_unique<outbox::OutboxStore>(*conn, o_.schema);
     const int pid = store->join_fleet();
     s_.register_session(pid);
     conn_ = std::move(conn);
@@ -762,9 +764,7 @@ class Worker {
   // them even when this fails).
   void publish_dead_letters(const Batch& batch, const BatchPlan& plan, const std::vector<size_t>& dead_rows) {
     std::vector<brokers::Message> letters;
-    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+    const auto now = std::chrono::system_clock::now();
     for (size_t i : dead_rows) {
       const auto& row = batch.rows[i];
       brokers::Message letter;
@@ -780,10 +780,12 @@ class Worker {
         if (row.payload) letter.payload = *row.payload;
         parse_headers(row.headers_json, letter.headers);  // best effort for bad rows
       }
-      letter.headers.emplace_back("dlq-error", plan.rows[i].reason);
-      letter.headers.emplace_back("dlq-attempts", std::to_string(row.attempts + 1));
-      letter.headers.emplace_back("dlq-original-destination", row.destination);
-      letter.headers.emplace_back("dlq-timestamp", std::to_string(now));
+      brokers::wire::add_dead_letter_headers(
+          letter.headers, {.error = plan.rows[i].reason,
+                           .error_class = brokers::to_string(plan.rows[i].error_class),
+                           .attempts = row.attempts + 1,
+                           .original_destination = row.destination,
+                           .at = now});  // no position: the row was never in the broker
       letters.push_back(std::move(letter));
     }
     auto published = s_.publisher->publish(letters, o_.publish_timeout);
@@ -830,8 +832,8 @@ class Worker {
 // Receives the outbox trigger's notifications on the coordinator's session.
 class WakeupReceiver final : public pqxx::notification_receiver {
  public:
-  WakeupReceiver(pqxx::connection_base& conn, std::function<void()> on_wakeup)
-      : pqxx::notification_receiver(conn, outbox::OutboxStore::kWakeupChannel), on_wakeup_(std::move(on_wakeup)) {}
+  WakeupReceiver(pqxx::connection_base& conn, const std::string& channel, std::function<void()> on_wakeup)
+      : pqxx::notification_receiver(conn, channel), on_wakeup_(std::move(on_wakeup)) {}
   void operator()(const std::string&, int) override { on_wakeup_(); }
 
  private:
@@ -894,11 +896,11 @@ class Coordinator {
       pqxx::nontransaction tx(*conn);
       tx.exec(s_.conninfo.session_setup_sql());
     }
-    auto store = std::make_unique<outbox::OutboxStore>(*conn);
+    auto store = std::make_unique<outbox::OutboxStore>(*conn, o_.schema);
     std::unique_ptr<WakeupReceiver> receiver;
     // A notification wakes every worker: idle ones claim, busy ones claim
     // their next batch while the current one is confirmed.
-    if (o_.wakeup == "notify") receiver = std::make_unique<WakeupReceiver>(*conn, [this] { wake_all_workers(); });
+    if (o_.wakeup == "notify") receiver = std::make_unique<WakeupReceiver>(*conn, store->wakeup_channel(), [this] { wake_all_workers(); });
     conn_ = std::move(conn);
     store_ = std::move(store);
     receiver_ = std::move(receiver);
@@ -1030,13 +1032,14 @@ Relay::Relay(RelayOptions options, std::shared_ptr<brokers::Publisher> publisher
   // The broker URL is checked first: a bad URL is reported even when the
   // database is also unreachable. The client is made last, so nothing
   // connects to the broker unless the database is ready.
-  if (!publisher) check_broker_url(options.broker_url);
+  if (!publisher) brokers::check_broker_url(options.broker_url);
   state_->conninfo = relay_conninfo(options.database_url, kApplicationName);
   {
     pqxx::connection conn(state_->conninfo.conninfo);
-    outbox::require_schema(conn);
+    outbox::require_schema(conn, options.schema);
   }
-  state_->publisher = publisher ? std::move(publisher) : make_publisher(options);
+  state_->publisher = publisher ? std::move(publisher)
+                                : brokers::open_publisher(options.broker_url, options.broker_properties);
   state_->outage_backoff = std::make_unique<Backoff>(
       std::min<std::chrono::milliseconds>(1s, options.outage_backoff_cap), 2.0, options.outage_backoff_cap);
   state_->budget = std::make_unique<ByteBudget>(options.max_batch_bytes);

@@ -11,8 +11,11 @@
 #include <thread>
 
 #include "cli_common.hpp"
-#include "txbox/relay/cli.hpp"
+#include "txbox/core/error.hpp"
+#include "txbox/core/version.hpp"
 #include "txbox/outbox/dead_letters.hpp"
+#include "txbox/registry/registry.hpp"
+#include "txbox/relay/cli.hpp"
 #include "txbox/relay/relay.hpp"
 
 namespace txbox::relay {
@@ -87,7 +90,8 @@ class SignalWatcher {
 int relay_main(int argc, char** argv) {
   RelayOptions options;
   std::string log_level = "info";
-  std::vector<std::string> kafka_properties;
+  std::vector<std::string> broker_properties, kafka_properties;
+  std::string compression, schema(txbox::SchemaName::kDefault);
   std::string config;
   std::vector<std::string> config_warnings;
   int64_t poll_ms = options.poll_interval.count(), publish_ms = options.publish_timeout.count(),
@@ -97,16 +101,20 @@ int relay_main(int argc, char** argv) {
   CLI::App app{
       "txbox-relay: delivers committed rows of the txbox.outbox table to a message broker.\n"
       "Each row is published, confirmed by the broker, then deleted; per-key order is kept."};
-  app.set_version_flag("--version", "txbox-relay 0.1.0");
+  app.set_version_flag("--version", std::string("txbox-relay ") + txbox::kVersion);
   app.add_option("--config", config,
-                 "TOML file with any of the long options below (without --) and a [kafka] table "
-                 "of librdkafka properties; command-line flags override it");
+                 "TOML file with any of the long options below (without --) and a [broker] table "
+                 "of broker client properties; command-line flags override it");
   app.add_option("--database-url", options.database_url,
                  "PostgreSQL connection URL, e.g. postgresql://relay@127.0.0.1:5432/app")
       ->envname("TXBOX_DATABASE_URL");
   app.add_option("--broker-url", options.broker_url,
-                 "broker URL: kafka://host:port[,host:port]")
+                 "broker URL: " + fmt::format("{}", fmt::join(brokers::supported_broker_urls(), ", ")))
       ->envname("TXBOX_BROKER_URL");
+  app.add_option("--schema", schema,
+                 "PostgreSQL schema of the outbox tables, one per service in a shared database "
+                 "(default txbox)")
+      ->envname("TXBOX_SCHEMA");
   app.add_option("--workers", options.workers,
                  "worker threads, each with its own PostgreSQL connection (default 4)");
   app.add_option("--batch-size", options.batch_size, "rows claimed and published per batch (default 500)");
@@ -146,10 +154,11 @@ int relay_main(int argc, char** argv) {
                  "longest wait in ms between probes while the broker is down (default 30000)");
   app.add_flag("--publish-dead-letters", options.publish_dead_letters,
                "also publish dead letters to <destination>.dlq with dlq-* headers");
-  app.add_option("--compression", options.compression,
-                 "Kafka compression: none, gzip, snappy, lz4, zstd (default none)");
-  app.add_option("--kafka-property", kafka_properties,
-                 "extra librdkafka property NAME=VALUE (repeatable), e.g. linger.ms=10");
+  app.add_option("--broker-property", broker_properties,
+                 "broker client property NAME=VALUE (repeatable): librdkafka properties for Kafka, e.g. "
+                 "linger.ms=10 or compression.type=lz4");
+  app.add_option("--kafka-property", kafka_properties, "deprecated: use --broker-property");
+  app.add_option("--compression", compression, "deprecated: use --broker-property compression.type=CODEC");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 
@@ -168,6 +177,7 @@ int relay_main(int argc, char** argv) {
     outage_cap_ms = options.outage_backoff_cap.count();
     probe_ms = options.probe_timeout.count();
     max_retry_age = fmt::format("{}s", options.retry.max_retry_age.count());
+    schema = options.schema.name();
   }
   try {
     app.parse(argc, argv);
@@ -192,16 +202,17 @@ int relay_main(int argc, char** argv) {
   return cli::guarded("txbox-relay", options.database_url, [&] {
     try {
       options.retry.max_retry_age = outbox::parse_duration(max_retry_age);
-    } catch (const std::invalid_argument& e) {
-      throw std::invalid_argument(fmt::format("--max-retry-age: {}", e.what()));
+    } catch (const txbox::Error& e) {
+      throw txbox::UsageError(fmt::format("--max-retry-age: {}", e.what()));
     }
-    for (const auto& property : kafka_properties) {
-      auto eq = property.find('=');
-      if (eq == std::string::npos || eq == 0)
-        throw std::invalid_argument(fmt::format(
-            "--kafka-property '{}' is not NAME=VALUE (for example linger.ms=10)", property));
-      options.broker_properties[property.substr(0, eq)] = property.substr(eq + 1);
+    if (!compression.empty()) {
+      spdlog::warn("--compression is deprecated: use --broker-property compression.type={}", compression);
+      set_kafka_compression(options, compression);
     }
+    for (const auto& property : kafka_properties) add_broker_property(options, property, "--kafka-property");
+    if (!kafka_properties.empty()) spdlog::warn("--kafka-property is deprecated: use --broker-property");
+    for (const auto& property : broker_properties) add_broker_property(options, property, "--broker-property");
+    options.schema = txbox::SchemaName(schema);
     std::stop_source stop;
     SignalWatcher signals(stop, options.shutdown_timeout);
     Relay relay(options);

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "cli_common.hpp"
+#include "txbox/core/error.hpp"
+#include "txbox/core/version.hpp"
 #include "txbox/outbox/dead_letters.hpp"
 #include "txbox/outbox/schema.hpp"
 #include "txbox/relay/cli.hpp"
@@ -155,13 +157,15 @@ const char* plural(size_t n) { return n == 1 ? "dead letter" : "dead letters"; }
 
 int txbox_main(int argc, char** argv) {
   CLI::App app{"txbox: operations on a txbox database (schema migrations, outbox status, dead letters)"};
-  app.set_version_flag("--version", "txbox 0.1.0");
+  app.set_version_flag("--version", std::string("txbox ") + txbox::kVersion);
   app.require_subcommand(1);
-  std::string database_url;
+  std::string database_url, schema_name(SchemaName::kDefault);
   auto add_database = [&](CLI::App* command) {
     command->add_option("--database-url", database_url, "PostgreSQL connection URL")
         ->envname("TXBOX_DATABASE_URL")
         ->required();
+    command->add_option("--schema", schema_name, "the txbox schema to work on (default txbox)")
+        ->envname("TXBOX_SCHEMA");
   };
   auto* migrate = app.add_subcommand(
       "migrate", "apply the txbox schema migrations this build knows, in order; safe to run twice");
@@ -172,7 +176,7 @@ int txbox_main(int argc, char** argv) {
 
   auto* dead = app.add_subcommand(
       "dead-letters",
-      "inspect, replay and purge txbox.dead_letters (rows the relay gave up on)");
+      "inspect, replay and purge the dead_letters table (rows the relay gave up on)");
   dead->require_subcommand(1);
 
   std::optional<std::string> destination;
@@ -239,32 +243,40 @@ int txbox_main(int argc, char** argv) {
   if (purge->parsed()) {
     try {
       purge_age = outbox::parse_duration(older_than);
-    } catch (const std::invalid_argument& e) {
+    } catch (const txbox::Error& e) {
       return usage_error(fmt::format("--older-than: {}", e.what()), "txbox dead-letters purge");
     }
   }
+  std::optional<SchemaName> parsed_schema;
+  try {
+    parsed_schema.emplace(schema_name);
+  } catch (const txbox::Error& e) {
+    return usage_error(fmt::format("--schema: {}", e.what()), "txbox");
+  }
+  const SchemaName& schema = *parsed_schema;
 
   return cli::guarded("txbox", database_url, [&] {
     pqxx::connection conn(database_url);
     if (migrate->parsed()) {
-      auto result = outbox::migrate(conn);
+      auto result = outbox::migrate(conn, schema);
       if (result.applied.empty()) {
-        std::printf("txbox schema already at version %d; nothing to do\n", result.version);
+        std::printf("txbox schema %s already at version %d; nothing to do\n", schema.name().c_str(),
+                    result.version);
       } else {
         for (int version : result.applied)
           for (const auto& m : outbox::migrations())
             if (m.version == version) std::printf("applied %04d_%s\n", m.version, m.name.c_str());
-        std::printf("txbox schema at version %d\n", result.version);
+        std::printf("txbox schema %s at version %d\n", schema.name().c_str(), result.version);
       }
       return cli::kExitOk;
     }
-    outbox::require_schema(conn);
+    outbox::require_schema(conn, schema);
     if (status->parsed()) {
       pqxx::read_transaction tx(conn);
-      auto row = tx.exec1(
+      auto row = tx.exec1(schema.adapt(
           "SELECT count(*), count(*) FILTER (WHERE attempts > 0), min(created_at)::text, "
           "(SELECT max(version) FROM txbox.schema_version), "
-          "(SELECT count(*) FROM txbox.dead_letters) FROM txbox.outbox");
+          "(SELECT count(*) FROM txbox.dead_letters) FROM txbox.outbox"));
       std::printf(
           "schema version: %d\noutbox rows: %lld\nrows being retried: %lld\noldest row: %s\n"
           "dead letters: %lld\n",
@@ -278,7 +290,7 @@ int txbox_main(int argc, char** argv) {
       filter.destination = destination;
       filter.limit = limit;
       filter.after_id = after_id;
-      auto rows = outbox::list_dead_letters(tx, filter);
+      auto rows = outbox::list_dead_letters(tx, filter, schema);
       if (rows.empty()) {
         std::printf("no dead letters\n");
         return cli::kExitOk;
@@ -290,8 +302,10 @@ int txbox_main(int argc, char** argv) {
     }
     if (show->parsed()) {
       pqxx::read_transaction tx(conn);
-      auto d = outbox::find_dead_letter(tx, show_id);
-      if (!d) throw std::runtime_error(fmt::format("no dead letter with id {}", show_id));
+      auto d = outbox::find_dead_letter(tx, show_id, schema);
+      if (!d)
+        throw txbox::Error(ErrorKind::permanent, fmt::format("no dead letter with id {}", show_id),
+                           "see `txbox dead-letters list`");
       print_dead_letter(*d);
       return cli::kExitOk;
     }
@@ -299,14 +313,9 @@ int txbox_main(int argc, char** argv) {
       pqxx::work tx(conn);
       size_t n = 0;
       if (replay_all) {
-        n = outbox::replay_all_dead_letters(tx, destination);
+        n = outbox::replay_all_dead_letters(tx, destination, schema);
       } else {
-        try {
-          n = outbox::replay_dead_letters(tx, replay_ids);
-        } catch (const std::invalid_argument& e) {
-          // The ids are well-formed but not there: a runtime condition, not usage.
-          throw std::runtime_error(e.what());
-        }
+        n = outbox::replay_dead_letters(tx, replay_ids, schema);
       }
       tx.commit();
       fmt::print("replayed {} {} into the outbox\n", n, plural(n));
@@ -314,12 +323,12 @@ int txbox_main(int argc, char** argv) {
     }
     if (purge->parsed()) {
       pqxx::work tx(conn);
-      size_t n = outbox::purge_dead_letters(tx, purge_age);
+      size_t n = outbox::purge_dead_letters(tx, purge_age, schema);
       tx.commit();
       fmt::print("purged {} {} older than {}\n", n, plural(n), older_than);
       return cli::kExitOk;
     }
-    throw std::logic_error("txbox: no subcommand handled");
+    throw txbox::Error(ErrorKind::internal, "txbox: no subcommand handled");
   });
 }
 

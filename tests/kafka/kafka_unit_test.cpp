@@ -71,8 +71,8 @@ TEST_CASE("murmur2_partition agrees with librdkafka's murmur2 partitioner", "[ka
 }
 
 TEST_CASE("murmur2_partition rejects a non-positive partition count", "[kafka][unit]") {
-  CHECK_THROWS_AS(kafka::murmur2_partition("x", 0), std::invalid_argument);
-  CHECK_THROWS_AS(kafka::murmur2_partition("x", -3), std::invalid_argument);
+  CHECK_THROWS_AS(kafka::murmur2_partition("x", 0), txbox::UsageError);
+  CHECK_THROWS_AS(kafka::murmur2_partition("x", -3), txbox::UsageError);
 }
 
 TEST_CASE("librdkafka errors are classified permanent, transient or outage", "[kafka][unit]") {

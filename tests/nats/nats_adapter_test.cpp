@@ -434,8 +434,11 @@ TEST_CASE("dead_letter() publishes to the dead-letter subject and the message is
   CHECK(dead->message.key == batch[0].key);
   CHECK(dead->message.payload == batch[0].payload);
   CHECK(header_value(*dead, "dlq-error") == "handler failed: bad payload");
-  CHECK(header_value(*dead, "dlq-original-subject") == subject);
-  CHECK(header_value(*dead, "dlq-timestamp") != "<missing>");
+  CHECK(header_value(*dead, "dlq-error-class") == "handler");
+  CHECK(header_value(*dead, "dlq-attempts") == "1");
+  CHECK(header_value(*dead, "dlq-original-destination") == subject);
+  CHECK(header_value(*dead, "dlq-original-position") == std::to_string(d->offset));  // stream sequence
+  CHECK_THAT(header_value(*dead, "dlq-timestamp"), Catch::Matchers::EndsWith("Z"));
   CHECK(header_value(*dead, "content-type") == "text/plain");
   dlq->ack(*dead);
 }

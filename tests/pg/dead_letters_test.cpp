@@ -5,6 +5,7 @@
 
 #include "support/process.hpp"
 #include "support/test_env.hpp"
+#include "txbox/core/error.hpp"
 #include "txbox/outbox/dead_letters.hpp"
 #include "txbox/outbox/outbox.hpp"
 
@@ -143,7 +144,7 @@ TEST_CASE("dead letters: list filters by destination, pages, limits", "[dead_let
 
   outbox::DeadLetterFilter zero;
   zero.limit = 0;
-  CHECK_THROWS_AS(outbox::list_dead_letters(tx, zero), std::invalid_argument);
+  CHECK_THROWS_AS(outbox::list_dead_letters(tx, zero), txbox::UsageError);
 }
 
 TEST_CASE("dead letters: find", "[dead_letters]") {
@@ -226,7 +227,8 @@ TEST_CASE("dead letters: replay moves rows back into the outbox, in the caller's
     try {
       outbox::replay_dead_letters(tx, {id, 987654});
       FAIL("no exception");
-    } catch (const std::invalid_argument& e) {
+    } catch (const txbox::Error& e) {
+      CHECK(e.kind() == txbox::ErrorKind::permanent);
       CHECK_THAT(e.what(), Contains("987654") && Contains("nothing was replayed"));
       CHECK_THAT(e.what(), !Contains(std::to_string(id) + ","));
     }
@@ -298,7 +300,7 @@ TEST_CASE("dead letters: purge by age", "[dead_letters]") {
   CHECK(outbox::purge_dead_letters(tx, 1h) == 1);
   CHECK_FALSE(outbox::find_dead_letter(tx, mid_id));
   CHECK(outbox::find_dead_letter(tx, new_id));
-  CHECK_THROWS_AS(outbox::purge_dead_letters(tx, -1s), std::invalid_argument);
+  CHECK_THROWS_AS(outbox::purge_dead_letters(tx, -1s), txbox::UsageError);
   CHECK(count(tx, "txbox.outbox") == 0);  // purge never replays
 }
 
@@ -316,7 +318,7 @@ TEST_CASE("dead letters: parse_duration", "[dead_letters]") {
     try {
       outbox::parse_duration(bad);
       FAIL("accepted");
-    } catch (const std::invalid_argument& e) {
+    } catch (const txbox::UsageError& e) {
       CHECK_THAT(e.what(), Contains("45s") && Contains("30d") && Contains("2w"));
     }
   }

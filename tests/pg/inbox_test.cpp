@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "support/test_env.hpp"
+#include "txbox/core/error.hpp"
 #include "txbox/inbox/inbox.hpp"
 
 using txbox::inbox::Inbox;
@@ -95,7 +96,7 @@ TEST_CASE("two deliveries racing on the same id run the handler once", "[inbox]"
 }
 
 TEST_CASE("inbox rejects an empty consumer name or message id", "[inbox]") {
-  CHECK_THROWS_AS(Inbox(""), std::invalid_argument);
+  CHECK_THROWS_AS(Inbox(""), txbox::UsageError);
   Fixture f;
-  CHECK_THROWS_AS(Inbox("c").process(f.conn, "", write_effect("")), std::invalid_argument);
+  CHECK_THROWS_AS(Inbox("c").process(f.conn, "", write_effect("")), txbox::UsageError);
 }

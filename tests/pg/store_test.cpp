@@ -289,7 +289,7 @@ TEST_CASE("store: the outbox trigger notifies only while a relay wants wake-ups"
     int count = 0;
     using pqxx::notification_receiver::notification_receiver;
     void operator()(const std::string&, int) override { ++count; }
-  } receiver(listener, OutboxStore::kWakeupChannel);
+  } receiver(listener, store.wakeup_channel());
 
   insert(writer, "a");
   listener.await_notification(0, 300000);

@@ -166,25 +166,61 @@ TEST_CASE("rabbitmq: unacked messages are redelivered after close with delivery_
   CHECK_FALSE(third->poll(500ms));
 }
 
-TEST_CASE("rabbitmq: dead_letter() moves the message to the dead-letter queue", "[rabbitmq]") {
-  auto queue = test::unique_name("q");
-  auto url = test::rabbitmq_url();
-  auto consumer = test::rabbit_consumer(url, queue);
-  auto pub = publisher();
-  REQUIRE(pub->publish(std::vector<brokers::Message>{message(queue, 7, "k")}, 10s).at(0).confirmed);
-  auto d = consumer->poll(10s);
+namespace {
+
+// Publishes `m` to `queue`, has `consumer` dead-letter it and reads the
+// dead letter from "<queue>.dlq" (the only one there), acked.
+struct DeadLettered {
+  brokers::Delivery original, dead;
+};
+DeadLettered dead_letter_one(brokers::Consumer& consumer, const std::string& queue, const brokers::Message& m,
+                             const std::string& reason) {
+  REQUIRE(publisher()->publish(std::vector<brokers::Message>{m}, 10s).at(0).confirmed);
+  auto d = consumer.poll(10s);
   REQUIRE(d);
-  CHECK(consumer->dead_letter(*d, "handler gave up"));
-  CHECK_FALSE(consumer->poll(300ms));
+  CHECK(consumer.dead_letter(*d, reason));
+  CHECK_FALSE(consumer.poll(300ms));
   rabbitmq::ConsumerOptions dlq;
   dlq.queue = queue + ".dlq";
   dlq.declare = false;
-  auto dlq_consumer = rabbitmq::make_consumer(brokers::parse_broker_url(url), dlq);
+  auto dlq_consumer = rabbitmq::make_consumer(brokers::parse_broker_url(test::rabbitmq_url()), dlq);
   auto dead = dlq_consumer->poll(10s);
   REQUIRE(dead);
-  CHECK(dead->message.message_id == d->message.message_id);
-  CHECK(dead->message.payload == d->message.payload);
   dlq_consumer->ack(*dead);
+  CHECK_FALSE(dlq_consumer->poll(300ms));  // one dead letter, not a copy and the rejected original
+  return {std::move(*d), std::move(*dead)};
+}
+
+}  // namespace
+
+TEST_CASE("rabbitmq: dead_letter() moves the message to the dead-letter queue, with the dlq-* headers", "[rabbitmq]") {
+  auto queue = test::unique_name("q");
+  auto consumer = test::rabbit_consumer(test::rabbitmq_url(), queue);
+  auto [d, dead] = dead_letter_one(*consumer, queue, message(queue, 7, "k"), "handler gave up:\nbad payload");
+  CHECK(dead.message.message_id == d.message.message_id);
+  CHECK(dead.message.key == std::optional<std::string>("k"));
+  CHECK(dead.message.payload == d.message.payload);
+  CHECK(header(dead, "content-type") == "application/json");
+  CHECK(header(dead, "trace") == "t-7");
+  CHECK(header(dead, "dlq-error") == "handler gave up: bad payload");
+  CHECK(header(dead, "dlq-error-class") == "handler");
+  CHECK(header(dead, "dlq-attempts") == "1");
+  CHECK(header(dead, "dlq-original-destination") == queue);  // the default exchange, routing key = queue
+  CHECK(header(dead, "dlq-original-position") == "<missing>");
+  CHECK_THAT(header(dead, "dlq-timestamp"), Catch::EndsWith("Z"));
+}
+
+TEST_CASE("rabbitmq: without the configured dead-letter exchange, dead_letter() falls back to a reject", "[rabbitmq]") {
+  auto queue = test::unique_name("q");
+  test::rabbit_consumer(test::rabbitmq_url(), queue)->close();  // declares the queue, its DLX and DLQ
+  rabbitmq::ConsumerOptions options;
+  options.queue = queue;
+  options.declare = false;
+  options.dead_letter_exchange = queue + ".no-such-exchange";
+  auto consumer = rabbitmq::make_consumer(brokers::parse_broker_url(test::rabbitmq_url()), options);
+  auto [d, dead] = dead_letter_one(*consumer, queue, message(queue, 8), "handler gave up");
+  CHECK(dead.message.message_id == d.message.message_id);  // moved by the queue's own x-dead-letter-exchange
+  CHECK(header(dead, "dlq-error") == "<missing>");          // RabbitMQ's x-death only (not a string header)
 }
 
 TEST_CASE("rabbitmq: URL validation and an unreachable broker", "[rabbitmq]") {

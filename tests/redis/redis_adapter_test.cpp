@@ -51,9 +51,10 @@ TEST_CASE("a batch of 1000 is confirmed in one pipeline and reads back with id, 
     CHECK(f.at("message-id") == messages[i].message_id);
     CHECK(f.at("payload") == messages[i].payload);
     if (messages[i].key)
-      CHECK(f.at("key") == *messages[i].key);
+      CHECK(f.at("message-key") == *messages[i].key);
     else
-      CHECK(f.count("key") == 0);
+      CHECK(f.count("message-key") == 0);
+    CHECK(f.count("key") == 0);  // the field's name before the one wire format
     CHECK(f.at("headers") == fmt::format(R"({{"content-type":"text/plain","seq":"{}"}})", i));
   }
 
@@ -392,10 +393,13 @@ TEST_CASE("entries delivered more than max_deliveries times go to the dead-lette
   REQUIRE(dead.size() == 1);
   CHECK(dead[0].fields.at("message-id") == messages[0].message_id);
   CHECK(dead[0].fields.at("payload") == messages[0].payload);
-  CHECK(dead[0].fields.at("dlq-original-stream") == stream);
-  CHECK(dead[0].fields.at("dlq-original-id").find('-') != std::string::npos);
+  CHECK(dead[0].fields.at("dlq-original-destination") == stream);
+  CHECK(dead[0].fields.at("dlq-original-position").find('-') != std::string::npos);
   CHECK_THAT(dead[0].fields.at("dlq-error"), Catch::Matchers::Contains("max_deliveries (2)"));
-  CHECK(dead[0].fields.count("dlq-timestamp") == 1);
+  CHECK(dead[0].fields.at("dlq-error-class") == "max-deliveries");
+  CHECK(dead[0].fields.at("dlq-attempts") == "2");
+  CHECK(dead[0].fields.at("dlq-timestamp").size() == std::string("2026-11-29T07:55:01.123Z").size());
+  CHECK(dead[0].fields.at("dlq-timestamp").back() == 'Z');
 }
 
 TEST_CASE("dead_letter() moves the entry to the dead-letter stream and acks it", "[redis]") {
@@ -416,8 +420,58 @@ TEST_CASE("dead_letter() moves the entry to the dead-letter stream and acks it",
   CHECK(dead[0].fields.at("message-id") == messages[0].message_id);
   CHECK(dead[0].fields.at("headers") == R"({"content-type":"text/plain","seq":"0"})");
   CHECK(dead[0].fields.at("dlq-error") == "cannot parse the payload");
-  CHECK(dead[0].fields.at("dlq-original-id") == d->ack_token);
+  CHECK(dead[0].fields.at("dlq-error-class") == "handler");
+  CHECK(dead[0].fields.at("dlq-attempts") == "1");
+  CHECK(dead[0].fields.at("dlq-original-destination") == stream);
+  CHECK(dead[0].fields.at("dlq-original-position") == d->ack_token);
+  CHECK(dead[0].fields.count("dlq-timestamp") == 1);
   auto next = c->poll(5s);
   REQUIRE(next);
   CHECK(next->message.message_id == messages[1].message_id);
+}
+
+TEST_CASE("published dead-letter headers are entry fields of their own, as in the consumer's dead letters", "[redis]") {
+  auto stream = test::unique_name("relay-dlq");
+  txbox::brokers::Message letter{test::unique_name("id"), stream, std::string("k"), "body",
+                                 {{"content-type", "text/plain"}, {"dlq-error", "too large"},
+                                  {"dlq-error-class", "permanent"}, {"dlq-attempts", "1"}}};
+  require_confirmed(rt::publisher(test::redis_url())->publish(std::vector{letter}, 10s));
+  rt::Client client(test::redis_url());
+  auto entries = client.xrange(stream);
+  REQUIRE(entries.size() == 1);
+  const auto& f = entries[0].fields;
+  CHECK(f.at("headers") == R"({"content-type":"text/plain"})");
+  CHECK(f.at("dlq-error") == "too large");
+  CHECK(f.at("dlq-error-class") == "permanent");
+  CHECK(f.at("dlq-attempts") == "1");
+  auto c = rt::consumer(test::redis_url(), rt::consumer_options(stream, test::unique_name("g"), "c"));
+  auto d = c->poll(5s);
+  REQUIRE(d);
+  CHECK(d->message.key == std::optional<std::string>("k"));
+  CHECK(d->message.headers == letter.headers);
+  c->ack(*d);
+}
+
+TEST_CASE("an entry written before the rename, with the key in the field `key`, is read with its key", "[redis]") {
+  auto stream = test::unique_name("legacy-key");
+  auto group = test::unique_name("g");
+  auto c = rt::consumer(test::redis_url(), rt::consumer_options(stream, group, "c"));  // creates the group
+  rt::Client client(test::redis_url());
+  client.string({"XADD", stream, "*", "message-id", "id-old", "key", "order-7", "payload", "old",
+                 "headers", R"({"content-type":"text/plain"})"});
+  client.string({"XADD", stream, "*", "message-id", "id-new", "message-key", "order-8", "payload", "new",
+                 "headers", "{}"});
+  auto old_entry = c->poll(5s);
+  REQUIRE(old_entry);
+  CHECK(old_entry->message.message_id == "id-old");
+  CHECK(old_entry->message.key == std::optional<std::string>("order-7"));
+  CHECK(old_entry->message.payload == "old");
+  CHECK(old_entry->message.headers ==
+        txbox::brokers::Headers{{"content-type", "text/plain"}});  // `key` is not a header
+  auto new_entry = c->poll(5s);
+  REQUIRE(new_entry);
+  CHECK(new_entry->message.key == std::optional<std::string>("order-8"));
+  CHECK(new_entry->message.headers.empty());
+  c->ack(*old_entry);
+  c->ack(*new_entry);
 }

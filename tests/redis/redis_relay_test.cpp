@@ -33,7 +33,7 @@ TEST_CASE("relay: a plain-SQL outbox row arrives on the stream with its fields",
   REQUIRE(entries.size() == 1);
   auto& f = entries[0].fields;
   CHECK(f.at("message-id") == message_id);
-  CHECK(f.at("key") == "order-42");
+  CHECK(f.at("message-key") == "order-42");
   CHECK(f.at("payload") == R"({"id":42})");
   CHECK(nlohmann::json::parse(f.at("headers")) == nlohmann::json{{"content-type", "application/json"}});
   CHECK(test::outbox_rows(url) == 0);
@@ -65,11 +65,11 @@ TEST_CASE("relay: 3 relays x 4 workers, 20,000 messages over 200 keys keep per-k
     ids.insert(e.fields.at("message-id"));
     const auto& payload = e.fields.at("payload");
     auto colon = payload.find(':');
-    REQUIRE(payload.substr(0, colon) == e.fields.at("key"));
+    REQUIRE(payload.substr(0, colon) == e.fields.at("message-key"));
     int seq = std::stoi(payload.substr(colon + 1));
-    auto it = last.find(e.fields.at("key"));
+    auto it = last.find(e.fields.at("message-key"));
     if (it != last.end() && seq != it->second + 1) ++out_of_order;
-    last[e.fields.at("key")] = seq;
+    last[e.fields.at("message-key")] = seq;
   }
   CHECK(out_of_order == 0);
   CHECK(ids.size() == static_cast<size_t>(kMessages));

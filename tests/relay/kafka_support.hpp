@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,10 @@ inline relay::RelayOptions kafka_relay_options(const std::string& database_url) 
 }
 
 // Reads `topic` from the beginning with a fresh consumer group until `count`
-// messages arrived, or nothing new came for `quiet` after the deadline.
+// distinct messages (by message id) arrived or `timeout` passed, then what
+// else is already there. Counting distinct ids: a relay that retries after
+// a failed delete publishes some messages twice (at-least-once), and those
+// duplicates must not end the wait before every message is in.
 inline std::vector<brokers::Delivery> consume_topic(const std::string& topic, size_t count,
                                                     std::chrono::seconds timeout = std::chrono::seconds(120)) {
   kafka::ConsumerOptions options;
@@ -31,9 +35,13 @@ inline std::vector<brokers::Delivery> consume_topic(const std::string& topic, si
   options.topics = {topic};
   auto consumer = kafka::make_consumer(options);
   std::vector<brokers::Delivery> out;
+  std::set<std::string> ids;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (out.size() < count && std::chrono::steady_clock::now() < deadline) {
-    if (auto delivery = consumer->poll(std::chrono::milliseconds(200))) out.push_back(std::move(*delivery));
+  while (ids.size() < count && std::chrono::steady_clock::now() < deadline) {
+    if (auto delivery = consumer->poll(std::chrono::milliseconds(200))) {
+      ids.insert(delivery->message.message_id);
+      out.push_back(std::move(*delivery));
+    }
   }
   // Anything beyond `count` (duplicates) that is already there.
   while (auto delivery = consumer->poll(std::chrono::milliseconds(500))) out.push_back(std::move(*delivery));

@@ -165,7 +165,9 @@ TEST_CASE("bad rows are dead-lettered with a reason and never stall the relay", 
   for (const auto& letter : letters) {
     CHECK(test::header(letter.message, "dlq-original-destination") == topic);
     CHECK(test::header(letter.message, "dlq-attempts") == "1");
+    CHECK(test::header(letter.message, "dlq-error-class") == "permanent");
     CHECK_FALSE(test::header(letter.message, "dlq-error").empty());
-    CHECK_FALSE(test::header(letter.message, "dlq-timestamp").empty());
+    CHECK(test::header(letter.message, "dlq-original-position").empty());  // never in the broker
+    CHECK_THAT(test::header(letter.message, "dlq-timestamp"), Catch::Matchers::EndsWith("Z"));
   }
 }

@@ -285,7 +285,7 @@ TEST_CASE("connection string: the relay's defaults unless the user set them", "[
   auto kv = relay_conninfo("host=h dbname=db", "txbox-relay");
   CHECK_THAT(kv.conninfo, Contains("host=h dbname=db application_name='txbox-relay'"));
   CHECK_THROWS_WITH(relay_conninfo("postgresql://u:secret@h/db?nosuch=1", "x"), !Contains("secret"));
-  CHECK_THROWS_AS(relay_conninfo("host=h dbname", "x"), std::invalid_argument);
+  CHECK_THROWS_AS(relay_conninfo("host=h dbname", "x"), txbox::UsageError);
 }
 
 TEST_CASE("array literals quote and escape", "[unit][store]") {

@@ -9,6 +9,7 @@
 
 #include "errors.hpp"
 #include "handles.hpp"
+#include "txbox/brokers/wire.hpp"
 #include "txbox/kafka/kafka.hpp"
 
 namespace txbox::kafka {
@@ -17,8 +18,6 @@ namespace {
 
 using namespace detail;
 using brokers::Delivery;
-
-constexpr std::string_view kMessageIdHeader = "message-id";
 
 class KafkaConsumer final : public brokers::Consumer {
  public:
@@ -127,7 +126,7 @@ class KafkaConsumer final : public brokers::Consumer {
            ++i) {
         std::string text =
             value != nullptr ? std::string(static_cast<const char*>(value), size) : std::string();
-        if (!have_id && name == kMessageIdHeader) {
+        if (!have_id && name == brokers::wire::kMessageId) {
           out.message_id = std::move(text);
           have_id = true;
         } else {

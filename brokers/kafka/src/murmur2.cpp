@@ -53,7 +53,7 @@ uint32_t java_murmur2(std::string_view data) {
 
 int32_t murmur2_partition(std::string_view key, int32_t partition_count) {
   if (partition_count <= 0) {
-    throw std::invalid_argument("murmur2_partition: partition_count must be > 0");
+    throw txbox::UsageError("murmur2_partition: partition_count must be > 0");
   }
   const uint32_t positive = java_murmur2(key) & 0x7fffffffu;
   return static_cast<int32_t>(positive % static_cast<uint32_t>(partition_count));

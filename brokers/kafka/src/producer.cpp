@@ -37,6 +37,7 @@
 #include "errors.hpp"
 #include "handles.hpp"
 #include "order_barrier.hpp"
+#include "txbox/brokers/wire.hpp"
 #include "txbox/kafka/kafka.hpp"
 
 namespace txbox::kafka {
@@ -50,7 +51,6 @@ using brokers::PublishResult;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr const char* kMessageIdHeader = "message-id";
 // At shutdown, a short grace for delivery reports already on their way;
 // whatever is still queued stays in the outbox and is published again.
 constexpr milliseconds kShutdownFlush{2000};
@@ -201,7 +201,7 @@ std::size_t wire_size(const Message& message) {
   for (const auto& [name, value] : message.headers) {
     bytes += name.size() + value.size();
   }
-  return bytes + std::char_traits<char>::length(kMessageIdHeader) + message.message_id.size();
+  return bytes + brokers::wire::kMessageId.size() + message.message_id.size();
 }
 
 class KafkaPendingPublish final : public brokers::PendingPublish {
@@ -492,13 +492,13 @@ class KafkaPublisher final : public brokers::Publisher {
   rd_kafka_resp_err_t produce(Generation& generation, const Message& message, InFlightCopy* copy) {
     HeadersPtr headers(rd_kafka_headers_new(message.headers.size() + 1));
     for (const auto& [name, value] : message.headers) {
-      if (name == kMessageIdHeader) {
+      if (name == brokers::wire::kMessageId) {
         continue;  // ours below is authoritative
       }
       rd_kafka_header_add(headers.get(), name.data(), static_cast<ssize_t>(name.size()),
                           value.data(), static_cast<ssize_t>(value.size()));
     }
-    rd_kafka_header_add(headers.get(), kMessageIdHeader, -1, message.message_id.data(),
+    rd_kafka_header_add(headers.get(), brokers::wire::kMessageId.data(), -1, message.message_id.data(),
                         static_cast<ssize_t>(message.message_id.size()));
     auto* payload = const_cast<char*>(message.payload.data());
     rd_kafka_resp_err_t err;

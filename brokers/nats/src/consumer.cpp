@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <ctime>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -16,6 +15,7 @@
 
 #include "errors.hpp"
 #include "handles.hpp"
+#include "txbox/brokers/wire.hpp"
 #include "txbox/nats/nats.hpp"
 
 namespace txbox::nats {
@@ -27,9 +27,7 @@ using brokers::BrokerError;
 using brokers::Delivery;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kMessageIdHeader = "message-id";
-constexpr const char* kMessageKeyHeader = "message-key";
-constexpr const char* kNatsMsgIdHeader = "Nats-Msg-Id";
+namespace wire = brokers::wire;
 // Unsettled messages kept for ack(); beyond this the oldest are dropped (the
 // server redelivers them after AckWait anyway).
 constexpr std::size_t kMaxUnsettled = 100'000;
@@ -47,7 +45,7 @@ brokers::Headers all_headers(natsMsg* msg) {
   if (natsMsgHeader_Keys(msg, &keys, &count) != NATS_OK || keys == nullptr) return out;
   for (int i = 0; i < count; ++i) {
     const std::string_view name = keys[i];
-    if (name == kMessageIdHeader || name == kMessageKeyHeader || name == kNatsMsgIdHeader) {
+    if (name == wire::kMessageId || name == wire::kMessageKey || name == wire::kNatsMsgId) {
       continue;
     }
     const char** values = nullptr;
@@ -59,16 +57,6 @@ brokers::Headers all_headers(natsMsg* msg) {
   }
   std::free(static_cast<void*>(keys));
   return out;
-}
-
-std::string now_iso8601() {
-  const auto now = std::chrono::system_clock::now();
-  const auto t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms.count());
 }
 
 class NatsConsumer final : public brokers::Consumer {
@@ -177,6 +165,7 @@ class NatsConsumer final : public brokers::Consumer {
     int count = 0;
     if (s == NATS_OK && natsMsgHeader_Keys(original, &keys, &count) == NATS_OK && keys != nullptr) {
       for (int i = 0; i < count && s == NATS_OK; ++i) {
+        if (wire::is_dead_letter_header(keys[i])) continue;  // replaced by this dead letter's
         const char** values = nullptr;
         int n = 0;
         if (natsMsgHeader_Values(original, keys[i], &values, &n) == NATS_OK && values != nullptr) {
@@ -186,16 +175,14 @@ class NatsConsumer final : public brokers::Consumer {
       }
       std::free(static_cast<void*>(keys));
     }
-    std::string error_text = reason;
-    for (char& c : error_text) {
-      if (c == '\r' || c == '\n') c = ' ';
+    for (const auto& [name, value] : wire::dead_letter_headers(
+             {.error = reason,
+              .error_class = std::string(wire::kClassHandler),
+              .attempts = delivery.delivery_attempt,
+              .original_destination = natsMsg_GetSubject(original),
+              .original_position = std::to_string(delivery.offset)})) {
+      if (s == NATS_OK) s = natsMsgHeader_Set(raw, name.c_str(), value.c_str());
     }
-    if (s == NATS_OK) s = natsMsgHeader_Set(raw, "dlq-error", error_text.c_str());
-    if (s == NATS_OK) s = natsMsgHeader_Set(raw, "dlq-original-subject", natsMsg_GetSubject(original));
-    if (s == NATS_OK) {
-      s = natsMsgHeader_Set(raw, "dlq-original-sequence", std::to_string(delivery.offset).c_str());
-    }
-    if (s == NATS_OK) s = natsMsgHeader_Set(raw, "dlq-timestamp", now_iso8601().c_str());
     if (s != NATS_OK) {
       throw BrokerError(fmt::format("cannot build the dead-letter message for '{}': {}",
                                     options_.dead_letter_subject, status_name(s)),
@@ -294,10 +281,10 @@ class NatsConsumer final : public brokers::Consumer {
     d.source = options_.subject;
     d.message.destination = natsMsg_GetSubject(raw);
     d.message.payload.assign(natsMsg_GetData(raw), static_cast<std::size_t>(natsMsg_GetDataLength(raw)));
-    d.message.message_id = header(raw, kNatsMsgIdHeader);
-    if (d.message.message_id.empty()) d.message.message_id = header(raw, kMessageIdHeader);
+    d.message.message_id = header(raw, wire::kNatsMsgId.data());
+    if (d.message.message_id.empty()) d.message.message_id = header(raw, wire::kMessageId.data());
     const char* key = nullptr;
-    if (natsMsgHeader_Get(raw, kMessageKeyHeader, &key) == NATS_OK && key != nullptr) {
+    if (natsMsgHeader_Get(raw, wire::kMessageKey.data(), &key) == NATS_OK && key != nullptr) {
       d.message.key = key;
     }
     d.message.headers = all_headers(raw);

@@ -23,6 +23,7 @@
 
 #include "errors.hpp"
 #include "handles.hpp"
+#include "txbox/brokers/wire.hpp"
 #include "txbox/nats/nats.hpp"
 
 namespace txbox::nats {
@@ -36,9 +37,7 @@ using brokers::Message;
 using brokers::PublishResult;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kMessageIdHeader = "message-id";
-constexpr const char* kMessageKeyHeader = "message-key";
-constexpr const char* kNatsMsgIdHeader = "Nats-Msg-Id";
+namespace wire = brokers::wire;
 
 struct PublisherOptions {
   bool create_streams = false;
@@ -442,7 +441,7 @@ class NatsPendingPublish final : public brokers::PendingPublish {
     MsgPtr msg(raw);
     for (const auto& [name, value] : m.headers) {
       if (s != NATS_OK) break;
-      if (name == kMessageIdHeader || name == kMessageKeyHeader || name == kNatsMsgIdHeader) {
+      if (name == wire::kMessageId || name == wire::kMessageKey || name == wire::kNatsMsgId) {
         continue;  // ours below are authoritative
       }
       if (natsMsgHeader_Add(raw, name.c_str(), value.c_str()) != NATS_OK) {
@@ -455,8 +454,8 @@ class NatsPendingPublish final : public brokers::PendingPublish {
         return NATS_OK;
       }
     }
-    if (s == NATS_OK) s = natsMsgHeader_Set(raw, kMessageIdHeader, m.message_id.c_str());
-    if (s == NATS_OK && m.key) s = natsMsgHeader_Set(raw, kMessageKeyHeader, m.key->c_str());
+    if (s == NATS_OK) s = natsMsgHeader_Set(raw, wire::kMessageId.data(), m.message_id.c_str());
+    if (s == NATS_OK && m.key) s = natsMsgHeader_Set(raw, wire::kMessageKey.data(), m.key->c_str());
     if (s != NATS_OK) {
       const char* last = nats_GetLastError(nullptr);
       set_outcome(index, PublishError::reported(s, last != nullptr ? last : ""));

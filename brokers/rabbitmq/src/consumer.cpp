@@ -1,15 +1,19 @@
 // RabbitMQ consumer: one connection, one channel, basic.consume with manual
 // acks. poll() reconnects (with backoff) after a connection loss and
 // re-declares the topology; the broker redelivers what was unacked.
+// dead_letter() publishes a copy with the dead-letter headers to the
+// dead-letter exchange through a publisher of its own (confirms), then acks.
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <span>
 #include <thread>
 #include <unordered_map>
 
 #include "connection.hpp"
 #include "errors.hpp"
+#include "txbox/brokers/wire.hpp"
 #include "txbox/rabbitmq/rabbitmq.hpp"
 
 namespace txbox::rabbitmq {
@@ -18,11 +22,14 @@ namespace {
 
 using namespace detail;
 using brokers::Delivery;
+namespace wire = brokers::wire;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::chrono::milliseconds kBackoffMin{100};
 constexpr std::chrono::milliseconds kBackoffMax{5000};
 constexpr int kConsumerHeartbeat = 30;  // seconds
+// How long dead_letter() waits for the confirm of the dead-letter copy.
+constexpr std::chrono::milliseconds kDeadLetterTimeout{10000};
 
 // An AMQP table argument holding string / integer values.
 struct Arguments {
@@ -60,10 +67,16 @@ std::optional<std::string> string_value(const amqp_field_value_t& v) {
   }
 }
 
+// A delivery not settled yet.
+struct Outstanding {
+  std::string message_id;
+  std::string routing_key;  // what it was published with (the dead letter keeps it)
+};
+
 class RabbitConsumer final : public brokers::Consumer {
  public:
-  RabbitConsumer(Endpoint endpoint, ConsumerOptions options)
-      : endpoint_(std::move(endpoint)), options_(std::move(options)) {
+  RabbitConsumer(brokers::BrokerUrl url, Endpoint endpoint, ConsumerOptions options)
+      : url_(std::move(url)), endpoint_(std::move(endpoint)), options_(std::move(options)) {
     if (options_.queue.empty()) {
       throw std::invalid_argument("rabbitmq::ConsumerOptions::queue is empty: name the queue to consume");
     }
@@ -101,8 +114,9 @@ class RabbitConsumer final : public brokers::Consumer {
       amqp_rpc_reply_t reply = amqp_consume_message(state, &envelope, &tv, 0);
       if (reply.reply_type == AMQP_RESPONSE_NORMAL) {
         Delivery d = to_delivery(envelope);
+        std::string routing_key = to_string(envelope.routing_key);
         amqp_destroy_envelope(&envelope);
-        outstanding_[static_cast<uint64_t>(d.offset)] = d.message.message_id;
+        outstanding_[static_cast<uint64_t>(d.offset)] = {d.message.message_id, std::move(routing_key)};
         return d;
       }
       if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && reply.library_error == AMQP_STATUS_TIMEOUT) {
@@ -120,11 +134,42 @@ class RabbitConsumer final : public brokers::Consumer {
 
   void ack(const Delivery& delivery) override { settle(delivery, false); }
 
+  // A copy of the message with the dead-letter headers goes to the
+  // dead-letter exchange (with the original routing key), confirmed, then
+  // the original is acked: a crash in between leaves a duplicate dead letter
+  // (same message id), never none. When the copy is refused for good (no
+  // such exchange, nothing bound), the original is rejected instead and the
+  // queue's own dead-lettering moves it (with RabbitMQ's x-death header, no
+  // dlq-* headers).
   bool dead_letter(const Delivery& delivery, const std::string& reason) override {
-    settle(delivery, true);
-    spdlog::info("RabbitMQ consumer: message {} from queue '{}' rejected to dead-letter queue '{}': {}",
-                 delivery.message.message_id, options_.queue, options_.dead_letter_queue, reason);
-    return true;
+    const Outstanding* original = find(delivery, "dead-letter");
+    if (original == nullptr) return true;  // the broker redelivers it (see find())
+    brokers::Message letter = delivery.message;
+    letter.destination = options_.dead_letter_exchange + "/" + original->routing_key;
+    wire::add_dead_letter_headers(letter.headers, {.error = reason,
+                                                   .error_class = std::string(wire::kClassHandler),
+                                                   .attempts = delivery.delivery_attempt,
+                                                   .original_destination = delivery.message.destination});
+    const brokers::PublishResult result = publish_dead_letter(letter);
+    if (result.confirmed) {
+      settle(delivery, false);
+      spdlog::info("RabbitMQ consumer: message {} from queue '{}' sent to dead-letter exchange '{}': {}",
+                   delivery.message.message_id, options_.queue, options_.dead_letter_exchange, reason);
+      return true;
+    }
+    if (result.error_class == brokers::ErrorClass::permanent) {
+      spdlog::warn(
+          "RabbitMQ consumer: the dead letter of message {} cannot go to exchange '{}' ({}); rejecting it "
+          "instead, so the queue's own dead-lettering moves it (without dlq-* headers)",
+          delivery.message.message_id, options_.dead_letter_exchange, result.error);
+      settle(delivery, true);
+      return true;
+    }
+    throw brokers::BrokerError(
+        fmt::format("RabbitMQ consumer: the dead letter of message {} was not confirmed by exchange '{}': {}; the "
+                    "message stays unacked and is delivered again",
+                    delivery.message.message_id, options_.dead_letter_exchange, result.error),
+        true);
   }
 
   void close() override {
@@ -132,6 +177,7 @@ class RabbitConsumer final : public brokers::Consumer {
     closed_ = true;
     conn_.reset();  // polite close: the broker requeues what was not acked
     outstanding_.clear();
+    dead_letter_publisher_.reset();
   }
 
  private:
@@ -139,28 +185,51 @@ class RabbitConsumer final : public brokers::Consumer {
     return f.cause == Cause::connection_closed && (f.code == 403 || f.code == 530);
   }
 
-  // Acks or rejects (no requeue) on the connection the message came from.
-  void settle(const Delivery& delivery, bool reject) {
-    const char* what = reject ? "reject" : "ack";
-    uint64_t tag = 0;
+  static uint64_t delivery_tag(const Delivery& delivery) {
     try {
-      tag = std::stoull(delivery.ack_token);
+      return std::stoull(delivery.ack_token);
     } catch (const std::exception&) {
       throw brokers::BrokerError(
           fmt::format("RabbitMQ consumer: ack token '{}' is not a delivery tag: pass the Delivery returned by poll()",
                       delivery.ack_token),
           false);
     }
+  }
+
+  // The outstanding delivery, or nullptr (with a warning) when it was
+  // delivered on a connection that is gone: the broker has requeued it and
+  // will deliver it again (the inbox then sees a duplicate).
+  const Outstanding* find(const Delivery& delivery, const char* what) const {
+    const uint64_t tag = delivery_tag(delivery);
     auto it = outstanding_.find(tag);
-    if (!conn_ || it == outstanding_.end() || it->second != delivery.message.message_id) {
-      // Delivered on a connection that is gone: the broker has requeued it
-      // and will deliver it again (the inbox then sees a duplicate).
-      spdlog::warn(
-          "RabbitMQ consumer: cannot {} message {} (delivery tag {}): its connection was lost since it was "
-          "delivered; the broker redelivers it",
-          what, delivery.message.message_id, tag);
-      return;
+    if (conn_ && it != outstanding_.end() && it->second.message_id == delivery.message.message_id) return &it->second;
+    spdlog::warn(
+        "RabbitMQ consumer: cannot {} message {} (delivery tag {}): its connection was lost since it was "
+        "delivered; the broker redelivers it",
+        what, delivery.message.message_id, tag);
+    return nullptr;
+  }
+
+  // Publishes one dead letter and waits for its confirm, on a publisher of
+  // its own (made on the first dead letter). Never throws.
+  brokers::PublishResult publish_dead_letter(const brokers::Message& letter) {
+    try {
+      if (!dead_letter_publisher_) dead_letter_publisher_ = make_publisher(url_);
+      auto results = dead_letter_publisher_->publish(std::span(&letter, 1), kDeadLetterTimeout);
+      if (!results.empty()) return results[0];
+      return {false, brokers::ErrorClass::transient, "no result"};
+    } catch (const std::exception& e) {
+      dead_letter_publisher_.reset();
+      return {false, brokers::ErrorClass::transient, e.what()};
     }
+  }
+
+  // Acks or rejects (no requeue) on the connection the message came from.
+  void settle(const Delivery& delivery, bool reject) {
+    const char* what = reject ? "reject" : "ack";
+    if (find(delivery, what) == nullptr) return;
+    const uint64_t tag = delivery_tag(delivery);
+    auto it = outstanding_.find(tag);
     int status = reject ? amqp_basic_reject(conn_->get(), conn_->channel(), tag, /*requeue=*/0)
                         : amqp_basic_ack(conn_->get(), conn_->channel(), tag, /*multiple=*/0);
     if (status != AMQP_STATUS_OK) {
@@ -181,16 +250,16 @@ class RabbitConsumer final : public brokers::Consumer {
         auto value = string_value(e.value);
         if (!value) continue;
         std::string name = to_string(e.key);
-        if (name == "message-id" && d.message.message_id.empty()) d.message.message_id = *value;
-        if (name == "message-key") d.message.key = *value;
+        if (name == wire::kMessageId && d.message.message_id.empty()) d.message.message_id = *value;
+        if (name == wire::kMessageKey) d.message.key = *value;
         d.message.headers.emplace_back(std::move(name), std::move(*value));
       }
     }
     if ((p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) && p.message_id.len > 0) d.message.message_id = to_string(p.message_id);
     if (p._flags & AMQP_BASIC_CONTENT_TYPE_FLAG) {
       bool has = false;
-      for (const auto& h : d.message.headers) has = has || h.first == "content-type";
-      if (!has) d.message.headers.emplace_back("content-type", to_string(p.content_type));
+      for (const auto& h : d.message.headers) has = has || h.first == wire::kContentType;
+      if (!has) d.message.headers.emplace_back(wire::kContentType, to_string(p.content_type));
     }
     d.message.payload = to_string(envelope.message.body);
     d.message.destination = to_string(envelope.exchange).empty()
@@ -319,10 +388,12 @@ class RabbitConsumer final : public brokers::Consumer {
     next_connect_ = {};
   }
 
+  brokers::BrokerUrl url_;  // for the dead-letter publisher
   Endpoint endpoint_;
   ConsumerOptions options_;
   std::unique_ptr<Connection> conn_;
-  std::unordered_map<uint64_t, std::string> outstanding_;  // delivery tag -> message id, this connection
+  std::unordered_map<uint64_t, Outstanding> outstanding_;  // by delivery tag, this connection
+  std::unique_ptr<brokers::Publisher> dead_letter_publisher_;
   Clock::time_point next_connect_{};
   std::chrono::milliseconds backoff_{kBackoffMin};
   bool closed_ = false;
@@ -331,7 +402,7 @@ class RabbitConsumer final : public brokers::Consumer {
 }  // namespace
 
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url, const ConsumerOptions& options) {
-  return std::make_unique<RabbitConsumer>(parse_endpoint(url, {}, kConsumerHeartbeat), options);
+  return std::make_unique<RabbitConsumer>(url, parse_endpoint(url, {}, kConsumerHeartbeat), options);
 }
 
 }  // namespace txbox::rabbitmq

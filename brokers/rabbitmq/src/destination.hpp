@@ -5,8 +5,10 @@
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "txbox/brokers/message.hpp"
+#include "txbox/brokers/wire.hpp"
 
 namespace txbox::rabbitmq::detail {
 
@@ -40,8 +42,9 @@ std::optional<std::string> refuse_reason(const brokers::Message& message, const 
 // headers plus message-id and message-key).
 std::size_t header_frame_size(const brokers::Message& message);
 
-constexpr const char* kMessageIdHeader = "message-id";
-constexpr const char* kMessageKeyHeader = "message-key";
-constexpr const char* kContentTypeHeader = "content-type";
+// The header names of the one wire format (txbox/brokers/wire.hpp).
+inline constexpr std::string_view kMessageIdHeader = brokers::wire::kMessageId;
+inline constexpr std::string_view kMessageKeyHeader = brokers::wire::kMessageKey;
+inline constexpr std::string_view kContentTypeHeader = brokers::wire::kContentType;
 
 }  // namespace txbox::rabbitmq::detail

@@ -25,6 +25,7 @@
 #include "connection.hpp"
 #include "destination.hpp"
 #include "errors.hpp"
+#include "txbox/brokers/wire.hpp"
 #include "txbox/rabbitmq/rabbitmq.hpp"
 
 namespace txbox::rabbitmq {
@@ -393,12 +394,12 @@ class Session {
     entries_.clear();
     const std::string* content_type = nullptr;
     for (const auto& [name, value] : m.headers) {
-      if (name == kMessageIdHeader || name == kMessageKeyHeader) continue;  // ours below
-      if (name == kContentTypeHeader) content_type = &value;
+      if (name == brokers::wire::kMessageId || name == brokers::wire::kMessageKey) continue;  // ours below
+      if (name == brokers::wire::kContentType) content_type = &value;
       entries_.push_back(string_entry(name, value));
     }
-    entries_.push_back(string_entry_c(kMessageIdHeader, m.message_id));
-    if (m.key) entries_.push_back(string_entry_c(kMessageKeyHeader, *m.key));
+    entries_.push_back(string_entry_c(brokers::wire::kMessageId.data(), m.message_id));
+    if (m.key) entries_.push_back(string_entry_c(brokers::wire::kMessageKey.data(), *m.key));
     amqp_basic_properties_t props{};
     props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_HEADERS_FLAG;
     props.delivery_mode = probe ? AMQP_DELIVERY_NONPERSISTENT : AMQP_DELIVERY_PERSISTENT;

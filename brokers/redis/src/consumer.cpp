@@ -8,17 +8,20 @@
 #include <deque>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
 #include "connection.hpp"
 #include "errors.hpp"
+#include "txbox/brokers/wire.hpp"
 #include "txbox/redis/redis.hpp"
 
 namespace txbox::redis {
 
 namespace {
 using namespace detail;
+namespace wire = brokers::wire;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
@@ -63,16 +66,21 @@ int64_t id_millis(const std::string& id) {
   return ms;
 }
 
+// Entries written before the rename carry the key in the field `key`: read
+// it when there is no `message-key`.
 brokers::Message to_message(const Entry& entry) {
   brokers::Message m;
+  std::optional<std::string> legacy_key;
   for (const auto& [name, value] : entry.fields) {
-    if (name == "message-id") {
+    if (name == wire::kMessageId) {
       m.message_id = value;
-    } else if (name == "key") {
+    } else if (name == wire::kMessageKey) {
       m.key = value;
-    } else if (name == "payload") {
+    } else if (name == wire::kLegacyKeyField && !legacy_key) {
+      legacy_key = value;
+    } else if (name == wire::kPayloadField) {
       m.payload = value;
-    } else if (name == "headers") {
+    } else if (name == wire::kHeadersField) {
       auto json = nlohmann::ordered_json::parse(value, nullptr, false);
       if (json.is_object()) {
         for (const auto& [hname, hvalue] : json.items())
@@ -81,19 +89,29 @@ brokers::Message to_message(const Entry& entry) {
         m.headers.emplace_back(name, value);  // not ours: keep it verbatim
       }
     } else {
-      m.headers.emplace_back(name, value);  // a field another producer added
+      m.headers.emplace_back(name, value);  // a field another producer added (or a dlq-* field)
     }
+  }
+  if (legacy_key) {
+    if (m.key)
+      m.headers.emplace_back(wire::kLegacyKeyField, *legacy_key);  // not the key: an ordinary field
+    else
+      m.key = std::move(legacy_key);
   }
   return m;
 }
 
+// The fields of a dead letter's message: as the publisher writes them,
+// without the dead-letter headers of an earlier death (replaced).
 std::vector<std::pair<std::string, std::string>> to_fields(const brokers::Message& m) {
-  std::vector<std::pair<std::string, std::string>> fields{{"message-id", m.message_id}};
-  if (m.key) fields.emplace_back("key", *m.key);
-  fields.emplace_back("payload", m.payload);
+  std::vector<std::pair<std::string, std::string>> fields{{std::string(wire::kMessageId), m.message_id}};
+  if (m.key) fields.emplace_back(wire::kMessageKey, *m.key);
+  fields.emplace_back(wire::kPayloadField, m.payload);
   nlohmann::ordered_json object = nlohmann::ordered_json::object();
-  for (const auto& [name, value] : m.headers) object[name] = value;
-  fields.emplace_back("headers", object.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  for (const auto& [name, value] : m.headers)
+    if (!wire::is_dead_letter_header(name)) object[name] = value;
+  fields.emplace_back(wire::kHeadersField,
+                      object.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
   return fields;
 }
 
@@ -155,8 +173,12 @@ class RedisConsumer final : public brokers::Consumer {
   }
 
   bool dead_letter(const brokers::Delivery& delivery, const std::string& reason) override {
-    run_or_throw("dead-lettering", delivery,
-                 [&] { move_to_dead_letters(delivery.ack_token, to_fields(delivery.message), reason); });
+    run_or_throw("dead-lettering", delivery, [&] {
+      move_to_dead_letters(delivery.ack_token, to_fields(delivery.message),
+                           {.error = reason,
+                            .error_class = std::string(wire::kClassHandler),
+                            .attempts = delivery.delivery_attempt});
+    });
     return true;
   }
 
@@ -281,9 +303,12 @@ class RedisConsumer final : public brokers::Consumer {
       auto it = counts.find(entry.id);
       int attempt = it == counts.end() ? 2 : it->second;
       if (attempt > options_.max_deliveries) {
-        move_to_dead_letters(entry.id, entry.fields,
-                             fmt::format("delivered {} times, more than max_deliveries ({}) without an ack", attempt,
-                                         options_.max_deliveries));
+        move_to_dead_letters(
+            entry.id, entry.fields,
+            {.error = fmt::format("delivered {} times, more than max_deliveries ({}) without an ack", attempt,
+                                  options_.max_deliveries),
+             .error_class = std::string(wire::kClassMaxDeliveries),
+             .attempts = attempt - 1});  // the deliveries handed out, not this one
         continue;
       }
       queue(entry, attempt);
@@ -342,14 +367,20 @@ class RedisConsumer final : public brokers::Consumer {
     for (const auto& entry : parse_entries(reply->element[0]->element[1])) queue(entry, 1);
   }
 
-  // XADD to the dead-letter stream and XACK, atomically (MULTI/EXEC).
+  // XADD to the dead-letter stream and XACK, atomically (MULTI/EXEC). The
+  // entry keeps its fields (except earlier dead-letter fields); `letter` (its
+  // destination and position filled in here) adds the dlq-* fields.
   void move_to_dead_letters(const std::string& id, const std::vector<std::pair<std::string, std::string>>& fields,
-                            const std::string& reason) {
-    auto now = std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+                            wire::DeadLetter letter) {
+    letter.original_destination = options_.stream;
+    letter.original_position = id;
     std::vector<std::string> xadd{"XADD", dead_letter_stream(), "*"};
-    for (const auto& [name, value] : fields) xadd.insert(xadd.end(), {name, value});
-    xadd.insert(xadd.end(), {"dlq-error", reason, "dlq-original-stream", options_.stream, "dlq-original-id", id,
-                             "dlq-timestamp", std::to_string(now)});
+    for (const auto& [name, value] : fields)
+      if (!wire::is_dead_letter_header(name)) xadd.insert(xadd.end(), {name, value});
+    for (auto& [name, value] : wire::dead_letter_headers(letter)) {
+      xadd.push_back(std::move(name));
+      xadd.push_back(std::move(value));
+    }
     set_timeout(context_.get(), kCommandTimeout);
     append(context_.get(), {"MULTI"});
     append(context_.get(), xadd);
@@ -367,7 +398,7 @@ class RedisConsumer final : public brokers::Consumer {
     }
     if (error) throw *error;
     spdlog::warn("Redis consumer of stream '{}': entry {} moved to dead-letter stream '{}': {}", options_.stream, id,
-                 dead_letter_stream(), reason);
+                 dead_letter_stream(), letter.error);
   }
 
   const std::string& dead_letter_stream() const { return options_.dead_letter_stream; }

@@ -14,12 +14,14 @@
 #include "batch_plan.hpp"
 #include "connection.hpp"
 #include "errors.hpp"
+#include "txbox/brokers/wire.hpp"
 #include "txbox/redis/redis.hpp"
 
 namespace txbox::redis {
 
 namespace {
 using namespace detail;
+namespace wire = brokers::wire;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
@@ -103,9 +105,12 @@ constexpr size_t kChunkBytes = size_t{1} << 20;
 // MASTERDOWN, NOREPLICAS), but not under OOM (DEL frees memory).
 constexpr const char* kProbeKey = "txbox:dedup:probe";
 
+// The `headers` field: every header but the dead-letter ones, which are
+// fields of their own (docs/wire-format.md).
 std::string headers_json(const brokers::Headers& headers) {
   nlohmann::ordered_json object = nlohmann::ordered_json::object();
-  for (const auto& [name, value] : headers) object[name] = value;
+  for (const auto& [name, value] : headers)
+    if (!wire::is_dead_letter_header(name)) object[name] = value;
   return object.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
@@ -311,6 +316,10 @@ class RedisPendingPublish final : public brokers::PendingPublish {
       keys.push_back(messages_[i].destination);
     }
     args.insert(args.end(), {shared_->ttl, shared_->maxlen, std::to_string(chunk.size())});
+    auto field = [&args](std::string_view name, const std::string& value) {
+      args.emplace_back(name);
+      args.push_back(value);
+    };
     for (size_t i : chunk) {
       const auto& m = messages_[i];
       if (auto p = predecessor(i)) {
@@ -319,10 +328,16 @@ class RedisPendingPublish final : public brokers::PendingPublish {
       } else {
         args.push_back("0");
       }
-      args.push_back(m.key ? "8" : "6");
-      args.insert(args.end(), {"message-id", m.message_id});
-      if (m.key) args.insert(args.end(), {"key", *m.key});
-      args.insert(args.end(), {"payload", m.payload, "headers", headers_json(m.headers)});
+      const auto dead_letter_fields = std::count_if(m.headers.begin(), m.headers.end(), [](const auto& h) {
+        return wire::is_dead_letter_header(h.first);
+      });
+      args.push_back(std::to_string((m.key ? 8 : 6) + 2 * dead_letter_fields));
+      field(wire::kMessageId, m.message_id);
+      if (m.key) field(wire::kMessageKey, *m.key);
+      field(wire::kPayloadField, m.payload);
+      field(wire::kHeadersField, headers_json(m.headers));
+      for (const auto& [name, value] : m.headers)
+        if (wire::is_dead_letter_header(name)) field(name, value);
     }
     argv[2] = std::to_string(keys.size());
     argv.reserve(3 + keys.size() + args.size());

@@ -315,7 +315,7 @@ TEST_CASE(
   std::map<std::string, std::vector<std::string>> first_occurrences;  // per key, message ids in stream order
   for (const auto& e : entries) {
     const auto& id = e.fields.at("message-id");
-    if (stored.insert(id).second) first_occurrences[e.fields.at("key")].push_back(id);
+    if (stored.insert(id).second) first_occurrences[e.fields.at("message-key")].push_back(id);
   }
   for (const auto& id : confirmed_ids) {
     INFO(id);

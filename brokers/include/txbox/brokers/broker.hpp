@@ -8,22 +8,29 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "txbox/brokers/message.hpp"
+#include "txbox/core/error.hpp"
 
 namespace txbox::brokers {
 
-// Thrown for setup failures (bad URL, bad property, cannot create client).
-// `retryable` tells the caller whether trying again later can help.
-class BrokerError : public std::runtime_error {
- public:
-  BrokerError(const std::string& what, bool retryable)
-      : std::runtime_error(what), retryable_(retryable) {}
-  bool retryable() const noexcept { return retryable_; }
+using txbox::ErrorKind;
 
- private:
-  bool retryable_;
+// Thrown by adapters for failures that are not per-message outcomes: a
+// client that cannot be created, a broker that refuses the login, an ack the
+// broker did not take. The kind says which (txbox/core/error.hpp): config
+// for a bad property or option, unavailable for a broker that cannot be
+// reached (retryable), permanent for a refusal that will not change (login
+// refused, topology conflict), internal for misuse of the adapter.
+class BrokerError : public txbox::Error {
+ public:
+  BrokerError(ErrorKind kind, const std::string& what, const std::string& hint = {})
+      : txbox::Error(kind, what, hint) {}
+  // TRANSITIONAL: retryable = unavailable, else config.
+  BrokerError(const std::string& what, bool retryable)
+      : txbox::Error(retryable ? ErrorKind::unavailable : ErrorKind::config, what) {}
 };
 
 // Extra client properties passed through verbatim to the underlying client
@@ -92,6 +99,25 @@ class Publisher {
   // a broker outage (no attempt counted) from failures of the messages
   // themselves. Never throws.
   virtual bool probe(std::chrono::milliseconds timeout) = 0;
+};
+
+// For adapters that take no client properties in some role: throws
+// txbox::ConfigError naming the first one (`who`: "the NATS consumer").
+void require_no_properties(std::string_view who, const Properties& properties);
+
+// What a consumer reads, for brokers::open_consumer().
+struct Subscription {
+  // Kafka topic, RabbitMQ queue, NATS subject, Redis stream.
+  std::string source;
+  // Consumer group: Kafka group id, NATS durable name, Redis group (RabbitMQ:
+  // unused, the queue is the group). Also a good inbox consumer name.
+  std::string group;
+  // Name of this member of the group where the broker has one (Redis);
+  // empty = this host's name, stable across restarts, so a restarted
+  // consumer first reads its own pending entries.
+  std::string member{};
+  // Client properties, as for publishers (Kafka: librdkafka properties).
+  Properties properties{};
 };
 
 class Consumer {

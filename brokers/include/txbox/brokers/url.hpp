@@ -28,7 +28,7 @@ struct BrokerUrl {
   std::string host_list(int default_port) const;
 };
 
-// Throws std::invalid_argument with a message that names the problem and
+// Throws txbox::UsageError with a message that names the problem and
 // shows the expected form (with the credentials redacted). The user
 // information runs to the last '@' before the query, so a password with an
 // unencoded '@' or '/' is taken whole.

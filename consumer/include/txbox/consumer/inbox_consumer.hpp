@@ -43,10 +43,13 @@ struct InboxConsumerOptions {
   std::chrono::milliseconds retry_cap{std::chrono::seconds(10)};
   // Handler attempts before the message goes to "<source>.dlq".
   int max_attempts = 5;
-  // Where dead letters are published (headers dlq-error, dlq-original-topic,
-  // dlq-original-partition, dlq-original-offset, dlq-timestamp). Without
-  // one, a failing message is retried forever (never dropped) and the
-  // consumer logs it at every backoff.
+  // Where dead letters are published when the broker has no dead-letter
+  // mechanism of its own (Kafka), with the dead-letter headers of
+  // docs/wire-format.md (dlq-error, dlq-error-class "handler", dlq-attempts,
+  // dlq-original-destination = topic, dlq-original-position =
+  // "partition/offset", dlq-timestamp). Without one, a failing message is
+  // retried forever (never dropped) and the consumer logs it at every
+  // backoff.
   std::shared_ptr<brokers::Publisher> dead_letter_publisher;
   std::chrono::milliseconds dead_letter_timeout{std::chrono::seconds(30)};
 };

@@ -1,6 +1,7 @@
 #pragma once
-// One way to consume from any supported broker, chosen by the URL scheme, as
-// the relay chooses its publisher: kafka://, amqp://, nats://, redis://.
+// Consuming from any supported broker, chosen by the URL scheme through the
+// broker registry (txbox/registry/registry.hpp), as the relay chooses its
+// publisher: kafka://, amqp://, nats://, redis://.
 
 #include <memory>
 #include <string>
@@ -9,20 +10,15 @@
 
 namespace txbox::consumer {
 
-struct Subscription {
-  // What to read: Kafka topic, RabbitMQ queue, NATS subject, Redis stream.
-  std::string source;
-  // Consumer group (Kafka group id, NATS durable, Redis group). Also a good
-  // inbox consumer name.
-  std::string group;
-};
+using Subscription = brokers::Subscription;
 
-// Throws std::invalid_argument for an unknown scheme or a malformed URL, and
-// brokers::BrokerError when the broker rejects the subscription.
+// brokers::open_consumer(broker_url, subscription). Throws txbox::UsageError
+// for an unknown scheme or a malformed URL, and brokers::BrokerError when the
+// broker rejects the subscription.
 std::unique_ptr<brokers::Consumer> subscribe(const std::string& broker_url, const Subscription& subscription);
 
-// Publisher for consumer-side dead letters (Kafka: "<topic>.dlq"); nullptr
-// where the broker dead-letters natively.
+// Publisher for consumer-side dead letters where the broker's consumer does
+// not dead-letter natively (Kafka: "<topic>.dlq"); nullptr where it does.
 std::shared_ptr<brokers::Publisher> dead_letter_publisher(const std::string& broker_url);
 
 }  // namespace txbox::consumer

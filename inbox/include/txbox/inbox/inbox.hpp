@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "txbox/core/schema_name.hpp"
+
 namespace pqxx {
 class connection_base;
 class transaction_base;
@@ -24,8 +26,9 @@ enum class Outcome {
 const char* to_string(Outcome outcome) noexcept;
 
 struct InboxOptions {
-  // Fully qualified inbox table, as created by sql/0001_init.sql.
-  std::string table = "txbox.inbox";
+  // The schema whose inbox table records processed ids (as migrated by
+  // `txbox migrate --schema NAME`).
+  SchemaName schema;
 };
 
 // The handler receives the transaction its writes belong to. It must not
@@ -60,6 +63,7 @@ class Inbox {
  private:
   std::string consumer_;
   InboxOptions options_;
+  std::string insert_sql_, seen_sql_;
 };
 
 }  // namespace txbox::inbox

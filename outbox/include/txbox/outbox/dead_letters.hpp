@@ -4,7 +4,7 @@
 // publish error, or after its max attempts of transient errors.
 //
 // Like the rest of the library, every call takes the caller's transaction and
-// never commits it.
+// never commits it, and the txbox schema to work in (default "txbox").
 
 #include <chrono>
 #include <cstdint>
@@ -12,6 +12,9 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "txbox/core/error.hpp"
+#include "txbox/core/schema_name.hpp"
 
 namespace pqxx {
 class transaction_base;
@@ -41,33 +44,38 @@ struct DeadLetterFilter {
 };
 
 // Dead letters ordered by id, with every field (payload in full).
-// Throws std::invalid_argument when filter.limit <= 0.
+// Throws txbox::UsageError when filter.limit <= 0.
 std::vector<DeadLetter> list_dead_letters(pqxx::transaction_base& tx,
-                                          const DeadLetterFilter& filter = {});
+                                          const DeadLetterFilter& filter = {},
+                                          const SchemaName& schema = SchemaName());
 
 // The dead letter with this id, or nullopt.
-std::optional<DeadLetter> find_dead_letter(pqxx::transaction_base& tx, int64_t id);
+std::optional<DeadLetter> find_dead_letter(pqxx::transaction_base& tx, int64_t id,
+                                           const SchemaName& schema = SchemaName());
 
 // Moves the given dead letters back into txbox.outbox with the same message
 // id, destination, key, payload and headers (attempts 0, created_at now, new
 // outbox ids in dead-letter id order, so they go after their key's current
 // rows) and deletes them from txbox.dead_letters, in `tx`. Duplicate ids count
 // once. Returns the number replayed.
-// Throws std::invalid_argument naming the ids that are not dead letters; then
+// Throws txbox::Error (kind permanent) naming the ids that are not dead letters; then
 // nothing has been changed.
-size_t replay_dead_letters(pqxx::transaction_base& tx, const std::vector<int64_t>& ids);
+size_t replay_dead_letters(pqxx::transaction_base& tx, const std::vector<int64_t>& ids,
+                           const SchemaName& schema = SchemaName());
 
 // Replays every dead letter (of `destination`, when given), in id order.
 size_t replay_all_dead_letters(pqxx::transaction_base& tx,
-                               const std::optional<std::string>& destination = {});
+                               const std::optional<std::string>& destination = {},
+                               const SchemaName& schema = SchemaName());
 
 // Deletes the dead letters whose dead_at is more than `older_than` before the
 // transaction's start time. Returns the number deleted.
-// Throws std::invalid_argument for a negative duration.
-size_t purge_dead_letters(pqxx::transaction_base& tx, std::chrono::seconds older_than);
+// Throws txbox::UsageError for a negative duration.
+size_t purge_dead_letters(pqxx::transaction_base& tx, std::chrono::seconds older_than,
+                          const SchemaName& schema = SchemaName());
 
 // "45s", "15m", "12h", "30d", "2w" -> seconds (a non-negative integer and one
-// unit letter). Throws std::invalid_argument naming the accepted forms.
+// unit letter). Throws txbox::UsageError naming the accepted forms.
 std::chrono::seconds parse_duration(std::string_view text);
 
 }  // namespace txbox::outbox

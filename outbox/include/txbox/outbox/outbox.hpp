@@ -7,10 +7,12 @@
 
 #include <optional>
 #include <span>
-#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "txbox/core/error.hpp"
+#include "txbox/core/schema_name.hpp"
 
 namespace pqxx {
 class transaction_base;
@@ -36,13 +38,14 @@ struct Message {
 
 // Thrown for a message that cannot be enqueued (empty destination, malformed
 // message id, ...). Nothing has been written when it is thrown.
-class InvalidMessage : public std::invalid_argument {
-  using std::invalid_argument::invalid_argument;
+class InvalidMessage : public txbox::UsageError {
+  using txbox::UsageError::UsageError;
 };
 
 struct OutboxOptions {
-  // Fully qualified outbox table, as created by sql/0001_init.sql.
-  std::string table = "txbox.outbox";
+  // The schema whose outbox table the rows go to (as migrated by `txbox
+  // migrate --schema NAME`); the relay of that schema delivers them.
+  SchemaName schema;
 };
 
 class Outbox {
@@ -59,6 +62,7 @@ class Outbox {
 
  private:
   OutboxOptions options_;
+  std::string insert_sql_;
 };
 
 // A new random (version 4) UUID in canonical lower-case text form.

@@ -2,9 +2,11 @@
 // The txbox schema: versioned, forward-only migrations (sql/NNNN_name.sql),
 // embedded in the library so `txbox migrate` needs no files at run time.
 
-#include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "txbox/core/error.hpp"
+#include "txbox/core/schema_name.hpp"
 
 namespace pqxx {
 class connection_base;
@@ -18,13 +20,17 @@ struct Migration {
   std::string sql;
 };
 
-// All migrations known to this build, in version order.
+// All migrations known to this build, in version order, written for the
+// default schema "txbox" (as in sql/; SchemaName::adapt() moves them).
 const std::vector<Migration>& migrations();
 int latest_schema_version();
 
-// The schema is missing, too old, or newer than this build knows.
-class SchemaError : public std::runtime_error {
-  using std::runtime_error::runtime_error;
+// The schema is missing, too old, or newer than this build knows: kind
+// unavailable, not retryable (the database must be migrated, or txbox
+// upgraded, before trying again).
+class SchemaError : public txbox::Error {
+ public:
+  explicit SchemaError(const std::string& what) : txbox::Error(ErrorKind::unavailable, what, Retryable{false}) {}
 };
 
 struct MigrateResult {
@@ -36,13 +42,13 @@ struct MigrateResult {
 // an advisory lock so concurrent callers do not race. Safe to run twice.
 // Throws SchemaError (changing nothing) when the database has applied a
 // version this build does not know.
-MigrateResult migrate(pqxx::connection_base& conn);
+MigrateResult migrate(pqxx::connection_base& conn, const SchemaName& schema = SchemaName());
 
-// Versions recorded in txbox.schema_version (empty when never migrated).
-std::vector<int> applied_versions(pqxx::connection_base& conn);
+// Versions recorded in <schema>.schema_version (empty when never migrated).
+std::vector<int> applied_versions(pqxx::connection_base& conn, const SchemaName& schema = SchemaName());
 
 // Throws SchemaError with the fix ("run txbox migrate ...") unless the
 // database has every migration this build needs.
-void require_schema(pqxx::connection_base& conn);
+void require_schema(pqxx::connection_base& conn, const SchemaName& schema = SchemaName());
 
 }  // namespace txbox::outbox

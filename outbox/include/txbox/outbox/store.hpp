@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "txbox/core/schema_name.hpp"
+
 namespace pqxx {
 class connection_base;
 }
@@ -122,8 +124,9 @@ struct FleetView {
 
 class OutboxStore {
  public:
-  // Prepares the statements on `conn`, which must outlive the store.
-  explicit OutboxStore(pqxx::connection_base& conn);
+  // Prepares the statements on `conn`, which must outlive the store, for
+  // the outbox of `schema`. One schema per connection.
+  explicit OutboxStore(pqxx::connection_base& conn, const SchemaName& schema = SchemaName());
 
   pqxx::connection_base& connection() const { return conn_; }
 
@@ -151,27 +154,33 @@ class OutboxStore {
   // With a `wakeups_for` above zero, also wants wake-ups for that long (as
   // want_wakeups, in the same round trip).
   FleetView fleet(std::span<const Lane> due_check, std::chrono::seconds wakeups_for = std::chrono::seconds(0));
-  // Makes the outbox trigger notify kWakeupChannel for at least `duration`
-  // from now (it notifies while txbox.relay_wakeup_until is ahead of a
+  // Makes the outbox trigger notify wakeup_channel() for at least `duration`
+  // from now (it notifies while <schema>.relay_wakeup_until is ahead of a
   // writer's transaction start; nobody ever moves it back). LISTEN on the
   // channel on the same session to receive them.
   void want_wakeups(std::chrono::seconds duration);
   bool outbox_empty();
 
-  // The channel the outbox trigger notifies (sql/0003_relay_wakeups.sql).
-  static constexpr const char* kWakeupChannel = "txbox_outbox";
+  // The channel the outbox trigger notifies (sql/0003_relay_wakeups.sql):
+  // "<schema>_outbox".
+  const std::string& wakeup_channel() const { return channel_; }
   // First keys of the two-key advisory locks: lane ownership and fleet
-  // presence. Distinct from an application's single-key advisory locks.
-  static constexpr int kLaneLockClass = 0x7478;      // "tx"
-  static constexpr int kPresenceLockClass = 0x7479;  // "ty"
+  // presence. Distinct from an application's single-key advisory locks,
+  // and per schema, so the relays of two schemas in one database neither
+  // count each other as fleet nor take each other's lanes.
+  int lane_lock_class() const { return lock_class_; }
+  int presence_lock_class() const { return lock_class_ + 1; }
 
  private:
   pqxx::connection_base& conn_;
+  std::string channel_;
+  int lock_class_;
 };
 
 // PostgreSQL array literals for statement parameters ("{1,2}", "{\"a\",NULL}").
 std::string pg_array(std::span<const int64_t> values);
 std::string pg_array(std::span<const Lane> values);
 std::string pg_array(std::span<const std::string> values);
+std::string pg_array(std::span<const std::optional<std::string>> values);  // nullopt = NULL
 
 }  // namespace txbox::outbox

@@ -5,9 +5,11 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "txbox/brokers/broker.hpp"
+#include "txbox/core/schema_name.hpp"
 
 namespace txbox::relay {
 
@@ -58,18 +60,31 @@ struct RelayOptions {
   std::chrono::milliseconds outage_backoff_cap{std::chrono::seconds(30)};
   // Longest wait for the broker's answer to a probe (Publisher::probe).
   std::chrono::milliseconds probe_timeout{std::chrono::seconds(5)};
-  // Broker client settings.
-  std::string compression = "none";
-  brokers::Properties broker_properties;  // passed through (librdkafka properties for Kafka)
+  // The PostgreSQL schema of the outbox (--schema, TOML schema, env
+  // TXBOX_SCHEMA): several services in one database each have their own.
+  txbox::SchemaName schema;
+  // Broker client properties (--broker-property NAME=VALUE, the [broker]
+  // TOML table), handed to the adapter: librdkafka properties for Kafka,
+  // e.g. compression.type=lz4; the other adapters reject names they do not
+  // know.
+  brokers::Properties broker_properties;
 };
 
-// Checks ranges and required fields; throws std::invalid_argument naming the
+// Checks ranges and required fields; throws txbox::UsageError naming the
 // option and the fix.
 void validate(const RelayOptions& options);
 
+// "NAME=VALUE" from `flag` (--broker-property, or a deprecated alias) into
+// options.broker_properties; throws txbox::UsageError otherwise.
+void add_broker_property(RelayOptions& options, std::string_view assignment, std::string_view flag);
+
+// The deprecated --compression / TOML `compression`: Kafka's compression.type.
+void set_kafka_compression(RelayOptions& options, const std::string& codec);
+
 // Reads a TOML config file into `options` (keys as the long flags with '-'
-// or '_', plus a [kafka] table of librdkafka properties). Throws
-// std::invalid_argument naming the file, line and key on error. Keys that
+// or '_', plus a [broker] table of client properties; [kafka] and
+// `compression` are deprecated aliases). Throws txbox::ConfigError naming
+// the file, line and key on error. Keys that
 // are no longer used are accepted with a warning (`warnings`).
 void load_config_file(const std::string& path, RelayOptions& options,
                       std::vector<std::string>* warnings = nullptr);

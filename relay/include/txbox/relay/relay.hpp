@@ -18,6 +18,7 @@
 #include <stop_token>
 
 #include "txbox/brokers/broker.hpp"
+#include "txbox/core/error.hpp"
 #include "txbox/relay/options.hpp"
 
 namespace txbox::relay {
@@ -37,7 +38,7 @@ class Relay {
 
   // `publisher` is shared by all workers; pass nullptr to create one from
   // options.broker_url. Validates the options and checks the database schema
-  // (throws std::invalid_argument / outbox::SchemaError / pqxx errors).
+  // (throws txbox::UsageError / outbox::SchemaError / pqxx errors).
   explicit Relay(RelayOptions options, std::shared_ptr<brokers::Publisher> publisher = nullptr);
   ~Relay();
   Relay(const Relay&) = delete;
@@ -58,17 +59,9 @@ class Relay {
 // Thrown when the relay's PostgreSQL session changes between statements
 // (a transaction-pooling proxy such as PgBouncer in transaction mode): lane
 // ownership needs session advisory locks. Not retryable.
-class SessionPoolingError : public std::runtime_error {
-  using std::runtime_error::runtime_error;
+class SessionPoolingError : public txbox::Error {
+ public:
+  explicit SessionPoolingError(const std::string& what) : txbox::Error(ErrorKind::permanent, what) {}
 };
-
-// Creates the publisher for a broker URL scheme (kafka://...). Throws
-// std::invalid_argument for an unknown scheme or malformed URL, naming the
-// supported ones.
-std::shared_ptr<brokers::Publisher> make_publisher(const RelayOptions& options);
-
-// Parses the broker URL and checks its scheme is supported, without creating
-// a client. Throws like make_publisher.
-void check_broker_url(const std::string& broker_url);
 
 }  // namespace txbox::relay

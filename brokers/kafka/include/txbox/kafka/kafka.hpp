@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "txbox/brokers/broker.hpp"
+#include "txbox/brokers/url.hpp"
 
 namespace txbox::kafka {
 
@@ -74,5 +75,13 @@ std::unique_ptr<brokers::Consumer> make_consumer(const ConsumerOptions& options)
 // partition_count, with Kafka's Utils.murmur2 (seed 0x9747b28c). This is
 // where the producer puts a keyed message. partition_count must be > 0.
 int32_t murmur2_partition(std::string_view key, int32_t partition_count);
+
+// What brokers::open_publisher() / open_consumer() call for kafka:// URLs:
+// bootstrap servers from the hosts (default port 9092), ?compression=CODEC,
+// the properties as librdkafka properties.
+std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url,
+                                                   const brokers::Properties& properties);
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const brokers::Subscription& subscription);
 
 }  // namespace txbox::kafka

@@ -53,13 +53,19 @@ struct ConsumerOptions {
 // time: message id from Nats-Msg-Id (or the message-id header), key from the
 // message-key header, source = subject, offset = stream sequence,
 // delivery_attempt = the server's delivery count. ack() waits for the
-// server's confirmation. dead_letter() publishes the message with dlq-error,
-// dlq-original-subject and dlq-timestamp headers to the dead-letter subject
-// (through JetStream when a stream covers it, else core NATS with a warning),
-// then terminates it (no redelivery).
+// server's confirmation. dead_letter() publishes the message with the
+// dead-letter headers of docs/wire-format.md (dlq-error, dlq-error-class,
+// dlq-attempts, dlq-original-destination = subject, dlq-original-position =
+// stream sequence, dlq-timestamp) to the dead-letter subject (through
+// JetStream when a stream covers it, else core NATS with a warning), then
+// terminates it (no redelivery).
 // Throws std::invalid_argument for bad options, brokers::BrokerError when the
 // server cannot be reached or the consumer cannot be created.
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
                                                  const ConsumerOptions& options);
+
+// What brokers::open_consumer() calls: ConsumerOptions from the subscription.
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const brokers::Subscription& subscription);
 
 }  // namespace txbox::nats

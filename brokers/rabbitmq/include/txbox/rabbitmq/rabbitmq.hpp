@@ -67,12 +67,19 @@ struct ConsumerOptions {
 // (durable, x-dead-letter-exchange = the DLX); and, when `exchange` is set,
 // that exchange (durable) with the queue bound to it for every binding key.
 // poll() reconnects by itself after a connection loss (the broker then
-// redelivers unacked messages, delivery_attempt 2). dead_letter() rejects
-// without requeue, so the broker moves the message to the DLQ.
+// redelivers unacked messages, delivery_attempt 2). dead_letter() publishes a
+// copy with the dead-letter headers of docs/wire-format.md to the dead-letter
+// exchange (confirmed, on a connection of its own), then acks the original;
+// when that exchange refuses it for good, it rejects the original without
+// requeue instead (the queue's own dead-lettering, x-death only).
 // Throws std::invalid_argument for a bad URL or empty queue, and
 // brokers::BrokerError (not retryable) when the broker refuses the login or
 // the declared topology conflicts with an existing one.
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
                                                  const ConsumerOptions& options);
+
+// What brokers::open_consumer() calls: ConsumerOptions from the subscription.
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const brokers::Subscription& subscription);
 
 }  // namespace txbox::rabbitmq

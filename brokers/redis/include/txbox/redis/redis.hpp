@@ -3,8 +3,10 @@
 // only the broker-neutral interface; hiredis handles stay inside the library.
 //
 // Destination = stream key. Each message becomes one stream entry with the
-// fields `message-id`, `key` (omitted when the message has none), `payload`
-// and `headers` (a JSON object). See docs/brokers/redis.md.
+// fields `message-id`, `message-key` (omitted when the message has none),
+// `payload` and `headers` (a JSON object); the consumer also reads the key
+// from the field `key` of entries written before the rename. See
+// docs/brokers/redis.md and docs/wire-format.md.
 
 #include <chrono>
 #include <memory>
@@ -59,11 +61,18 @@ struct ConsumerOptions {
 // delivery_attempt = the entry's delivery count. Entries delivered more than
 // max_deliveries times are moved to the dead-letter stream instead of being
 // returned. ack() = XACK; dead_letter() = XADD to the dead-letter stream and
-// XACK in one MULTI/EXEC. Reconnects by itself (poll() returns nullopt while
-// the server is unreachable). Not thread-safe: one thread per consumer.
+// XACK in one MULTI/EXEC. A dead letter keeps the entry's fields and adds the
+// dead-letter fields of docs/wire-format.md (dlq-error-class "max-deliveries"
+// or "handler", dlq-original-position = the entry id). Reconnects by itself
+// (poll() returns nullopt while the server is unreachable). Not thread-safe:
+// one thread per consumer.
 // Throws std::invalid_argument for bad options, brokers::BrokerError when the
 // server rejects the credentials.
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
                                                  const ConsumerOptions& options);
+
+// What brokers::open_consumer() calls: ConsumerOptions from the subscription.
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const brokers::Subscription& subscription);
 
 }  // namespace txbox::redis

@@ -1,0 +1,69 @@
+#include "txbox/core/schema_name.hpp"
+
+#include "txbox/core/error.hpp"
+
+namespace txbox {
+
+namespace {
+constexpr const char* kRule =
+    "use lower-case letters, digits and '_', starting with a letter or '_', at most 48 characters, "
+    "for example --schema orders";
+
+bool valid_char(char c, bool first) {
+  if (c == '_' || (c >= 'a' && c <= 'z')) return true;
+  return !first && c >= '0' && c <= '9';
+}
+}  // namespace
+
+SchemaName::SchemaName(std::string_view name) : name_(name) {
+  if (name.empty()) throw UsageError("the txbox schema name is empty", kRule);
+  if (name.size() > kMaxLength)
+    throw UsageError("the txbox schema name '" + std::string(name.substr(0, kMaxLength)) + "...' is too long",
+                     kRule);
+  for (size_t i = 0; i < name.size(); ++i)
+    if (!valid_char(name[i], i == 0))
+      throw UsageError("the txbox schema name '" + std::string(name) + "' has a character PostgreSQL "
+                       "would need quoting for",
+                       kRule);
+  if (name.substr(0, 3) == "pg_")
+    throw UsageError("the txbox schema name '" + std::string(name) + "' starts with pg_, which PostgreSQL "
+                     "reserves", kRule);
+}
+
+std::string SchemaName::quoted() const { return "\"" + name_ + "\""; }
+
+std::string SchemaName::qualify(std::string_view object) const {
+  return quoted() + ".\"" + std::string(object) + "\"";
+}
+
+std::string SchemaName::wakeup_channel() const { return name_ + "_outbox"; }
+
+std::string SchemaName::adapt(std::string_view sql) const {
+  if (name_ == kDefault) return std::string(sql);
+  auto identifier_char = [](char c) {
+    return c == '_' || c == '$' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  constexpr std::string_view kQualifier = "txbox.", kChannel = "'txbox_outbox'",
+                             kCreate = "SCHEMA IF NOT EXISTS txbox;";
+  std::string out;
+  out.reserve(sql.size() + sql.size() / 8);
+  for (size_t i = 0; i < sql.size();) {
+    std::string_view rest = sql.substr(i);
+    bool boundary = i == 0 || !identifier_char(sql[i - 1]);
+    if (boundary && rest.starts_with(kQualifier)) {
+      out += quoted() + ".";
+      i += kQualifier.size();
+    } else if (rest.starts_with(kChannel)) {
+      out += "'" + wakeup_channel() + "'";
+      i += kChannel.size();
+    } else if (rest.starts_with(kCreate)) {
+      out += "SCHEMA IF NOT EXISTS " + quoted() + ";";
+      i += kCreate.size();
+    } else {
+      out += sql[i++];
+    }
+  }
+  return out;
+}
+
+}  // namespace txbox
