@@ -8,14 +8,20 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "example_args.hpp"
 #include "txbox/consumer/inbox_consumer.hpp"
 #include "txbox/consumer/subscribe.hpp"
+
+// The consumer's own data: one row per customer, updated by each event.
+constexpr const char* kCustomerTotalsTable =
+    "CREATE TABLE IF NOT EXISTS customer_totals (customer text PRIMARY KEY, orders bigint NOT NULL, "
+    "amount_cents bigint NOT NULL)";
 
 int main(int argc, char** argv) {
   std::string database_url, broker_url, topic = "orders", group = "billing";
   int expect = 0, timeout_s = 120;
   CLI::App app{"Example consumer: order events -> customer totals, deduplicated by the txbox inbox"};
-  app.add_option("--database-url", database_url, "PostgreSQL URL")->required();
+  example::add_database_url_option(app, database_url);
   app.add_option("--broker-url", broker_url, "kafka://host:port, amqp://..., nats://..., redis://...")->required();
   app.add_option("--topic", topic, "topic, queue, subject or stream to read");
   app.add_option("--group", group, "consumer group and inbox consumer name");
@@ -24,14 +30,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    {
-      pqxx::connection conn(database_url);
-      pqxx::work tx(conn);
-      tx.exec0(
-          "CREATE TABLE IF NOT EXISTS customer_totals (customer text PRIMARY KEY, orders bigint NOT NULL, "
-          "amount_cents bigint NOT NULL)");
-      tx.commit();
-    }
+    example::create_table(database_url, kCustomerTotalsTable);
     auto consumer = txbox::consumer::subscribe(broker_url, {topic, group});
     txbox::consumer::InboxConsumer inbox_consumer(
         *consumer, database_url, txbox::inbox::Inbox(group),

@@ -7,13 +7,19 @@
 #include <pqxx/pqxx>
 #include <random>
 
+#include "example_args.hpp"
 #include "txbox/outbox/outbox.hpp"
+
+// The service's own data: one row per order, written with its event.
+constexpr const char* kOrdersTable =
+    "CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, customer text NOT NULL, "
+    "amount_cents bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now())";
 
 int main(int argc, char** argv) {
   std::string database_url, topic = "orders";
   int orders = 1000, customers = 50;
   CLI::App app{"Example order service writing orders and their events through the txbox outbox"};
-  app.add_option("--database-url", database_url, "PostgreSQL URL")->required()->envname("TXBOX_DATABASE_URL");
+  example::add_database_url_option(app, database_url);
   app.add_option("--orders", orders, "orders to place");
   app.add_option("--customers", customers, "distinct customers (the event key: per-customer order)");
   app.add_option("--topic", topic, "destination of the events");
@@ -21,13 +27,7 @@ int main(int argc, char** argv) {
 
   try {
     pqxx::connection conn(database_url);
-    {
-      pqxx::work tx(conn);
-      tx.exec0(
-          "CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, customer text NOT NULL, "
-          "amount_cents bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now())");
-      tx.commit();
-    }
+    example::create_table(conn, kOrdersTable);
     txbox::outbox::Outbox outbox;
     std::mt19937 random(42);
     for (int i = 0; i < orders; ++i) {

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <string>
+#include <string_view>
 #include <pqxx/pqxx>
 
 namespace txbox::outbox {
@@ -64,12 +66,30 @@ WHERE NOT EXISTS (SELECT 1 FROM claimed))sql";
 constexpr const char* kFetchChunkSql = R"sql(
 SELECT substring(payload FROM $4 FOR $5) FROM txbox.outbox WHERE lane = $2 AND id = $1 AND xmin = $3::text::xid)sql";
 
+// Shared by the two completion statements below: the new values of a
+// retried row (alias o, its retry r), and the move of the rows deleted by a
+// CTE `dead` into the dead-letter table (CTE `moved`, one outbox_id a row).
+constexpr std::string_view kRetrySet = R"sql(SET attempts = o.attempts + 1,
+      next_attempt_at = now() + r.delay_ms * interval '1 millisecond',
+      first_failed_at = coalesce(o.first_failed_at, now()),
+      last_error = r.error)sql";
+constexpr std::string_view kMoveDeadRows = R"sql(  RETURNING o.id, o.message_id, o.destination, o.message_key, o.payload, o.headers, o.created_at,
+            o.attempts, d.error_class, d.reason
+), moved AS (
+  INSERT INTO txbox.dead_letters (outbox_id, message_id, destination, message_key, payload, headers,
+                                  created_at, attempts, error_class, last_error)
+  SELECT id, message_id, destination, message_key, payload, headers, created_at, attempts + 1,
+         error_class, reason
+  FROM dead ORDER BY id
+  RETURNING outbox_id
+))sql";
+
 // Completes a batch: deletes the published row versions, reschedules the
 // retries, moves the dead letters. Only the claimed versions are touched
 // (lane, id and xmin as claimed): a row changed by someone else since is a
 // new version and is left alone. Rows locked by another session make this
 // statement wait, up to the session's lock_timeout; then the one below runs.
-constexpr const char* kCompleteSql = R"sql(
+const std::string kCompleteSql = R"sql(
 WITH published AS (
   DELETE FROM txbox.outbox o
   USING unnest($1::bigint[], $2::smallint[], $3::xid[]) AS d(id, lane, version)
@@ -77,10 +97,7 @@ WITH published AS (
   RETURNING o.id
 ), retried AS (
   UPDATE txbox.outbox o
-  SET attempts = o.attempts + 1,
-      next_attempt_at = now() + r.delay_ms * interval '1 millisecond',
-      first_failed_at = coalesce(o.first_failed_at, now()),
-      last_error = r.error
+  )sql" + std::string(kRetrySet) + R"sql(
   FROM unnest($4::bigint[], $5::smallint[], $6::xid[], $7::bigint[], $8::text[])
     AS r(id, lane, version, delay_ms, error)
   WHERE o.lane = r.lane AND o.id = r.id AND o.xmin = r.version
@@ -90,71 +107,45 @@ WITH published AS (
   USING unnest($9::bigint[], $10::smallint[], $11::xid[], $12::text[], $13::text[])
     AS d(id, lane, version, error_class, reason)
   WHERE o.lane = d.lane AND o.id = d.id AND o.xmin = d.version
-  RETURNING o.id, o.message_id, o.destination, o.message_key, o.payload, o.headers, o.created_at,
-            o.attempts, d.error_class, d.reason
-), moved AS (
-  INSERT INTO txbox.dead_letters (outbox_id, message_id, destination, message_key, payload, headers,
-                                  created_at, attempts, error_class, last_error)
-  SELECT id, message_id, destination, message_key, payload, headers, created_at, attempts + 1,
-         error_class, reason
-  FROM dead ORDER BY id
-  RETURNING 1
-)
+)sql" + std::string(kMoveDeadRows) + R"sql(
 SELECT (SELECT count(*) FROM published), (SELECT count(*) FROM retried), (SELECT count(*) FROM moved),
        -- Nothing is skipped here ($14, the number of rows, is for the statement below).
        CASE WHEN $14::bigint < 0 THEN ARRAY[0::bigint] END)sql";
 
-// The same, never waiting for a row lock (FOR UPDATE SKIP LOCKED, which
-// costs a lock record per row, so it only runs after the statement above
-// timed out on a lock): versions locked by another session are left, and
+// The same, never waiting for a row lock: the claimed versions are locked
+// first with FOR UPDATE SKIP LOCKED (which costs a lock record per row, so
+// this only runs after the statement above timed out on a lock), and only
+// those are completed; versions locked by another session are left, and
 // reported. Everything a statement reads sees the rows as they were before
 // it, so a claimed version still there that none of the three changed was
 // locked.
-constexpr const char* kCompleteSkippingLockedSql = R"sql(
-WITH to_delete AS (
-  SELECT o.lane, o.id FROM txbox.outbox o
-  JOIN unnest($1::bigint[], $2::smallint[], $3::xid[]) AS d(id, lane, version)
-    ON o.lane = d.lane AND o.id = d.id AND o.xmin = d.version
-  FOR UPDATE OF o SKIP LOCKED
-), published AS (
-  DELETE FROM txbox.outbox o USING to_delete d WHERE o.lane = d.lane AND o.id = d.id
-  RETURNING o.id
-), to_retry AS (
-  SELECT o.lane, o.id, r.delay_ms, r.error FROM txbox.outbox o
-  JOIN unnest($4::bigint[], $5::smallint[], $6::xid[], $7::bigint[], $8::text[])
-    AS r(id, lane, version, delay_ms, error)
-    ON o.lane = r.lane AND o.id = r.id AND o.xmin = r.version
-  FOR UPDATE OF o SKIP LOCKED
-), retried AS (
-  UPDATE txbox.outbox o
-  SET attempts = o.attempts + 1,
-      next_attempt_at = now() + r.delay_ms * interval '1 millisecond',
-      first_failed_at = coalesce(o.first_failed_at, now()),
-      last_error = r.error
-  FROM to_retry r WHERE o.lane = r.lane AND o.id = r.id
-  RETURNING o.id
-), to_bury AS (
-  SELECT o.lane, o.id, d.error_class, d.reason FROM txbox.outbox o
-  JOIN unnest($9::bigint[], $10::smallint[], $11::xid[], $12::text[], $13::text[])
-    AS d(id, lane, version, error_class, reason)
-    ON o.lane = d.lane AND o.id = d.id AND o.xmin = d.version
-  FOR UPDATE OF o SKIP LOCKED
-), dead AS (
-  DELETE FROM txbox.outbox o USING to_bury d WHERE o.lane = d.lane AND o.id = d.id
-  RETURNING o.id, o.message_id, o.destination, o.message_key, o.payload, o.headers, o.created_at,
-            o.attempts, d.error_class, d.reason
-), moved AS (
-  INSERT INTO txbox.dead_letters (outbox_id, message_id, destination, message_key, payload, headers,
-                                  created_at, attempts, error_class, last_error)
-  SELECT id, message_id, destination, message_key, payload, headers, created_at, attempts + 1,
-         error_class, reason
-  FROM dead ORDER BY id
-  RETURNING outbox_id
-), claimed AS (
+const std::string kCompleteSkippingLockedSql = R"sql(
+WITH claimed AS (
   SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::xid[]) AS c(id, lane, version)
   UNION ALL SELECT * FROM unnest($4::bigint[], $5::smallint[], $6::xid[])
   UNION ALL SELECT * FROM unnest($9::bigint[], $10::smallint[], $11::xid[])
-), counts AS (
+), locked AS (
+  SELECT o.lane, o.id FROM txbox.outbox o
+  JOIN claimed c ON o.lane = c.lane AND o.id = c.id AND o.xmin = c.version
+  FOR UPDATE OF o SKIP LOCKED
+), published AS (
+  DELETE FROM txbox.outbox o
+  USING unnest($1::bigint[], $2::smallint[]) AS d(id, lane) JOIN locked l USING (lane, id)
+  WHERE o.lane = d.lane AND o.id = d.id
+  RETURNING o.id
+), retried AS (
+  UPDATE txbox.outbox o
+  )sql" + std::string(kRetrySet) + R"sql(
+  FROM unnest($4::bigint[], $5::smallint[], $7::bigint[], $8::text[]) AS r(id, lane, delay_ms, error)
+       JOIN locked l USING (lane, id)
+  WHERE o.lane = r.lane AND o.id = r.id
+  RETURNING o.id
+), dead AS (
+  DELETE FROM txbox.outbox o
+  USING unnest($9::bigint[], $10::smallint[], $12::text[], $13::text[]) AS d(id, lane, error_class, reason)
+        JOIN locked l USING (lane, id)
+  WHERE o.lane = d.lane AND o.id = d.id
+)sql" + std::string(kMoveDeadRows) + R"sql(, counts AS (
   SELECT (SELECT count(*) FROM published) AS deleted, (SELECT count(*) FROM retried) AS retried,
          (SELECT count(*) FROM moved) AS moved
 )

@@ -5,12 +5,18 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <csignal>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
 #include <pqxx/pqxx>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "support/effects_consumer.hpp"
+#include "support/outbox_sql.hpp"
 #include "support/process.hpp"
 #include "support/test_env.hpp"
 #include "txbox/consumer/inbox_consumer.hpp"
@@ -44,13 +50,42 @@ inline void fill_outbox(const std::string& url, const std::string& topic, int n,
   }
 }
 
-inline std::vector<std::string> relay_command(const std::string& url, const std::string& bootstrap,
-                                              std::vector<std::string> extra = {}) {
-  std::vector<std::string> args{binary_path("txbox-relay"), "--database-url", url, "--broker-url",
-                                "kafka://" + bootstrap, "--drain", "--poll-interval", "20"};
+// txbox-relay draining the outbox of `db_url` into `broker_url` (any
+// broker: kafka://, amqp://, nats://, redis://), polling every 20 ms.
+inline std::vector<std::string> relay_drain_command(const std::string& db_url, const std::string& broker_url,
+                                                    std::vector<std::string> extra = {}) {
+  std::vector<std::string> args{binary_path("txbox-relay"), "--database-url", db_url, "--broker-url", broker_url,
+                                "--drain", "--poll-interval", "20"};
   args.insert(args.end(), extra.begin(), extra.end());
   return args;
 }
+
+// The same into the Kafka cluster at `bootstrap`.
+inline std::vector<std::string> relay_command(const std::string& url, const std::string& bootstrap,
+                                              std::vector<std::string> extra = {}) {
+  return relay_drain_command(url, "kafka://" + bootstrap, std::move(extra));
+}
+
+// Follows, message by message, the per-key order of payloads fill_outbox
+// wrote ("<key>:<sequence in key>"): counts each message whose sequence is
+// not the next of its key, and REQUIREs each message's key to be its
+// payload's.
+class PerKeySequence {
+ public:
+  void add(const brokers::Message& message) {
+    auto colon = message.payload.find(':');
+    std::string key = message.payload.substr(0, colon);
+    int sequence = std::stoi(message.payload.substr(colon + 1));
+    REQUIRE(message.key == std::optional<std::string>(key));
+    if (sequence != next_sequence_[key]) ++violations_;
+    next_sequence_[key] = sequence + 1;
+  }
+  int violations() const { return violations_; }
+
+ private:
+  std::map<std::string, int> next_sequence_;  // per key: the sequence expected next
+  int violations_ = 0;
+};
 
 // Polls `condition` every 10 ms until it holds or `timeout` passes.
 template <typename Condition>
@@ -69,27 +104,47 @@ inline std::string fast_commit(const std::string& url) {
   return url + (url.find('?') == std::string::npos ? "?" : "&") + "options=-c%20synchronous_commit%3Doff";
 }
 
-// Consumes `topic` through the inbox into `effects` until it holds n rows.
-inline consumer::ConsumeStats consume_into_effects(const std::string& url, const std::string& bootstrap,
-                                                   const std::string& topic, long long n,
-                                                   std::chrono::seconds timeout = std::chrono::seconds(240)) {
+// What consume_broker_into_effects does once n messages are processed.
+enum class AfterProcessed {
+  read_leftovers,  // poll on until nothing comes: duplicates still queued
+  stop,
+};
+
+// Consumes through the inbox "verify" into `effects` (created first) with
+// the consumer `make_consumer` returns, until n messages are processed or
+// `timeout` passes; closes the consumer.
+inline consumer::ConsumeStats consume_broker_into_effects(
+    const std::string& url, const std::function<std::unique_ptr<brokers::Consumer>()>& make_consumer, long long n,
+    std::chrono::seconds timeout, AfterProcessed after = AfterProcessed::read_leftovers) {
   create_effects_table(url);
-  kafka::ConsumerOptions options;
-  options.bootstrap_servers = bootstrap;
-  options.group_id = unique_name("verify");
-  options.topics = {topic};
-  auto kafka_consumer = kafka::make_consumer(options);
-  consumer::InboxConsumer inbox_consumer(
-      *kafka_consumer, fast_commit(url), inbox::Inbox("verify"),
-      record_effect);
+  auto broker_consumer = make_consumer();
+  consumer::InboxConsumer inbox_consumer(*broker_consumer, fast_commit(url), inbox::Inbox("verify"), record_effect);
   auto deadline = std::chrono::steady_clock::now() + timeout;
   inbox_consumer.run({}, [&](const consumer::ConsumeStats& s) {
     return static_cast<long long>(s.processed) >= n || std::chrono::steady_clock::now() > deadline;
   });
-  while (inbox_consumer.poll_once()) {  // duplicates still queued
+  if (after == AfterProcessed::read_leftovers) {
+    while (inbox_consumer.poll_once()) {
+    }
   }
-  kafka_consumer->close();
+  broker_consumer->close();
   return inbox_consumer.stats();
+}
+
+// Consumes `topic` through the inbox into `effects` until it holds n rows.
+inline consumer::ConsumeStats consume_into_effects(const std::string& url, const std::string& bootstrap,
+                                                   const std::string& topic, long long n,
+                                                   std::chrono::seconds timeout = std::chrono::seconds(240)) {
+  return consume_broker_into_effects(
+      url,
+      [&] {
+        kafka::ConsumerOptions options;
+        options.bootstrap_servers = bootstrap;
+        options.group_id = unique_name("verify");
+        options.topics = {topic};
+        return kafka::make_consumer(options);
+      },
+      n, timeout);
 }
 
 // Every one of the n messages applied exactly once, each key in order.
@@ -102,6 +157,45 @@ inline void check_effects(const std::string& url, long long n) {
                "SELECT count(*) FROM (SELECT split_part(payload, ':', 2)::int AS s, "
                "lag(split_part(payload, ':', 2)::int) OVER (PARTITION BY message_key ORDER BY seq) AS prev "
                "FROM effects) x WHERE prev IS NOT NULL AND s <= prev") == 0);
+}
+
+// Runs the consumer program `command` (inbox consumer "billing") `kills`
+// times, each time SIGKILLed once `effects` has grown by messages / portions
+// rows (or it has exited) and REQUIREd not to be done yet; then runs it to
+// the end: every message applied exactly once, in per-key order, with one
+// inbox row each.
+inline void kill_consumer_then_finish(const std::string& url, const std::vector<std::string>& command,
+                                      const std::string& log, long long messages, int kills, long long portions) {
+  long long applied = 0;
+  for (int kill = 0; kill < kills; ++kill) {
+    Process consumer(command, log);
+    long long target = applied + messages / portions;
+    wait_for([&] { return scalar(url, "SELECT count(*) FROM effects") >= target || !consumer.running(); },
+             std::chrono::seconds(120));
+    consumer.signal(SIGKILL);
+    consumer.wait(std::chrono::seconds(10));
+    applied = scalar(url, "SELECT count(*) FROM effects");
+    INFO("kill " << kill << ": " << applied << " applied");
+    REQUIRE(applied < messages);
+  }
+  Process consumer(command, log);
+  REQUIRE(consumer.wait(std::chrono::minutes(4)) == std::optional<int>(0));
+  check_effects(url, messages);
+  CHECK(scalar(url, "SELECT count(*) FROM txbox.inbox WHERE consumer = 'billing'") == messages);
+}
+
+// `d` is the row insert_sql_order_row wrote with `message_id`, delivered
+// from `source`: key, payload and content-type header unchanged.
+inline void check_sql_order_delivery(const brokers::Delivery& d, const std::string& source,
+                                     const std::string& message_id) {
+  CHECK(d.source == source);
+  CHECK(d.message.key == std::optional<std::string>("order-42"));
+  CHECK(d.message.payload == "{\"id\":42}");
+  CHECK(d.message.message_id == message_id);
+  std::string content_type = "<missing>";
+  for (const auto& [name, value] : d.message.headers)
+    if (name == "content-type") content_type = value;
+  CHECK(content_type == "application/json");
 }
 
 inline std::string read_file(const std::string& path) {

@@ -50,6 +50,14 @@ Message make_message(const std::string& topic, int i, std::optional<std::string>
   return m;
 }
 
+// `count` messages to `topic` (ids 0..count-1) over `keys` keys
+// "<key_prefix><i % keys>".
+std::vector<Message> keyed_messages(const std::string& topic, int count, const std::string& key_prefix, int keys) {
+  std::vector<Message> messages;
+  for (int i = 0; i < count; ++i) messages.push_back(make_message(topic, i, key_prefix + std::to_string(i % keys)));
+  return messages;
+}
+
 void require_all_confirmed(const std::vector<PublishResult>& results, size_t expected) {
   REQUIRE(results.size() == expected);
   for (size_t i = 0; i < results.size(); ++i) {
@@ -71,14 +79,21 @@ std::vector<Delivery> consume(txbox::brokers::Consumer& consumer, size_t count,
   return out;
 }
 
-// Partition count of an existing topic, from the cluster's metadata.
-int32_t partition_count(const std::string& topic) {
+// A bare librdkafka producer on the test cluster, for the metadata requests
+// the adapter does not make; the caller destroys it.
+rd_kafka_t* metadata_client() {
   char errstr[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   REQUIRE(rd_kafka_conf_set(conf, "bootstrap.servers", txbox::test::kafka_bootstrap().c_str(),
                             errstr, sizeof errstr) == RD_KAFKA_CONF_OK);
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
   REQUIRE(rk != nullptr);
+  return rk;
+}
+
+// Partition count of an existing topic, from the cluster's metadata.
+int32_t partition_count(const std::string& topic) {
+  rd_kafka_t* rk = metadata_client();
   rd_kafka_topic_t* rkt = rd_kafka_topic_new(rk, topic.c_str(), nullptr);
   const rd_kafka_metadata_t* md = nullptr;
   const rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
@@ -100,10 +115,7 @@ int32_t partition_count(const std::string& topic) {
 TEST_CASE("a batch of 1000 messages is published and every one confirmed", "[kafka]") {
   const std::string topic = txbox::test::unique_name("kafka_batch");
   auto publisher = kafka::make_publisher(producer_options());
-  std::vector<Message> messages;
-  for (int i = 0; i < 1000; ++i) {
-    messages.push_back(make_message(topic, i, "key-" + std::to_string(i % 17)));
-  }
+  auto messages = keyed_messages(topic, 1000, "key-", 17);
   require_all_confirmed(publisher->publish(messages, 30s), 1000);
   CHECK(publisher->healthy());
 }
@@ -142,10 +154,7 @@ TEST_CASE("published messages are consumed back with topic, key, value, headers 
           "[kafka]") {
   const std::string topic = txbox::test::unique_name("kafka_roundtrip");
   auto publisher = kafka::make_publisher(producer_options());
-  std::vector<Message> messages;
-  for (int i = 0; i < 20; ++i) {
-    messages.push_back(make_message(topic, i, "k" + std::to_string(i)));
-  }
+  auto messages = keyed_messages(topic, 20, "k", 20);  // a key each
   messages[3].payload = std::string("bin\0ary\xff", 8);
   messages[4].headers.clear();
   require_all_confirmed(publisher->publish(messages, 30s), messages.size());
@@ -339,10 +348,7 @@ TEST_CASE("abandoning a PendingPublish without wait() is safe and its messages s
           "[kafka]") {
   const std::string topic = txbox::test::unique_name("kafka_abandon");
   auto publisher = kafka::make_publisher(producer_options());
-  std::vector<Message> abandoned_messages;
-  for (int i = 0; i < 300; ++i) {
-    abandoned_messages.push_back(make_message(topic, i, "k" + std::to_string(i % 5)));
-  }
+  auto abandoned_messages = keyed_messages(topic, 300, "k", 5);
   // Destroyed at once, before any delivery report can have arrived: the
   // reports find the opaque state alive and are ignored.
   publisher->start(abandoned_messages).reset();
@@ -396,12 +402,7 @@ TEST_CASE("a destination addressing Kafka's internal topics fails permanently an
   CHECK(partition_count(topic) > 0);
   // The refused topic was never asked for, so it was never created. (Only
   // a metadata request for all topics: asking for it by name would create it.)
-  char errstr[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  REQUIRE(rd_kafka_conf_set(conf, "bootstrap.servers", txbox::test::kafka_bootstrap().c_str(),
-                            errstr, sizeof errstr) == RD_KAFKA_CONF_OK);
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-  REQUIRE(rk != nullptr);
+  rd_kafka_t* rk = metadata_client();
   const rd_kafka_metadata_t* md = nullptr;
   REQUIRE(rd_kafka_metadata(rk, 1, nullptr, &md, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR);
   bool found_topic = false;

@@ -34,6 +34,13 @@ inline kafka::ProducerOptions producer_options(const KafkaMock& mock) {
   return options;
 }
 
+// A topic of its own on `mock`, named unique_name(prefix).
+inline std::string create_topic(KafkaMock& mock, const std::string& prefix, int partitions, int replication) {
+  const std::string topic = unique_name(prefix);
+  mock.control("topic-create " + topic + " " + std::to_string(partitions) + " " + std::to_string(replication));
+  return topic;
+}
+
 // `count` messages tag-0 .. tag-N; with `keys` > 0, message i has key
 // "key-(i % keys)".
 inline std::vector<Message> make_messages(const std::string& topic, const std::string& tag,
@@ -81,6 +88,18 @@ inline void require_all_confirmed(const std::vector<PublishResult>& results) {
     INFO("message " << i << ": " << results[i].error);
     REQUIRE(results[i].confirmed);
   }
+}
+
+// A publisher that sends a whole batch as one MessageSet (linger.ms 200, as
+// under load), so that one injected error hits all of it; it has published
+// one message to `topic` already (connection and metadata in place).
+inline std::unique_ptr<brokers::Publisher> one_message_set_publisher(const KafkaMock& mock,
+                                                                     const std::string& topic) {
+  auto options = producer_options(mock);
+  options.properties["linger.ms"] = "200";
+  auto publisher = kafka::make_publisher(options);
+  require_all_confirmed(publisher->publish(make_messages(topic, "warm", 1), 10s));
+  return publisher;
 }
 
 template <typename Pred>

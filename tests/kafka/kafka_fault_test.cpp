@@ -81,8 +81,7 @@ std::set<std::string> publish_until_confirmed(txbox::brokers::Publisher& publish
 TEST_CASE("transient Produce errors are retried by librdkafka and only delivered messages are confirmed",
           "[kafka][fault]") {
   KafkaMock mock;
-  const std::string topic = txbox::test::unique_name("fault_transient");
-  mock.control("topic-create " + topic + " 1 1");
+  const std::string topic = create_topic(mock, "fault_transient", 1, 1);
   auto publisher = kafka::make_publisher(producer_options(mock));
   mock.control("push-errors Produce NOT_ENOUGH_REPLICAS NOT_ENOUGH_REPLICAS NOT_ENOUGH_REPLICAS");
 
@@ -110,13 +109,8 @@ TEST_CASE("TOPIC_AUTHORIZATION_FAILED on Produce: the rejected messages fail per
           "producer is recreated and publishes again",
           "[kafka][fault]") {
   KafkaMock mock;
-  const std::string topic = txbox::test::unique_name("fault_auth");
-  mock.control("topic-create " + topic + " 1 1");
-  auto options = producer_options(mock);
-  // One MessageSet for the whole batch, so the one injected error hits all of it.
-  options.properties["linger.ms"] = "200";
-  auto publisher = kafka::make_publisher(options);
-  require_all_confirmed(publisher->publish(make_messages(topic, "warm", 1), 10s));
+  const std::string topic = create_topic(mock, "fault_auth", 1, 1);
+  auto publisher = one_message_set_publisher(mock, topic);
 
   mock.control("push-errors Produce TOPIC_AUTHORIZATION_FAILED");
   const auto messages = make_messages(topic, "auth", 5);
@@ -160,8 +154,7 @@ TEST_CASE("a leaderless partition: probe() is true, its messages fail transientl
           "queued, and are stored once when the leader is back",
           "[kafka][fault]") {
   KafkaMock mock;
-  const std::string topic = txbox::test::unique_name("fault_leader");
-  mock.control("topic-create " + topic + " 2 1");
+  const std::string topic = create_topic(mock, "fault_leader", 2, 1);
   mock.control("partition-leader " + topic + " 0 -1");
   auto publisher = kafka::make_publisher(producer_options(mock));
 
@@ -265,8 +258,7 @@ TEST_CASE("all brokers down: wait() fails within its deadline, probe() is false,
           "all-up the queued messages are stored exactly once and in order",
           "[kafka][fault]") {
   KafkaMock mock(2);
-  const std::string topic = txbox::test::unique_name("fault_alldown");
-  mock.control("topic-create " + topic + " 2 2");
+  const std::string topic = create_topic(mock, "fault_alldown", 2, 2);
   auto publisher = kafka::make_publisher(producer_options(mock));
   require_all_confirmed(publisher->publish(make_messages(topic, "warm", 5), 10s));
 
@@ -325,8 +317,7 @@ TEST_CASE("a broker taken down and brought back mid-stream of keyed messages lea
           "any key",
           "[kafka][fault]") {
   KafkaMock mock(3);
-  const std::string topic = txbox::test::unique_name("fault_stream");
-  mock.control("topic-create " + topic + " 6 1");
+  const std::string topic = create_topic(mock, "fault_stream", 6, 1);
   // The mock picks leaders at random: make broker 2 lead two partitions.
   for (int partition = 0; partition < 6; ++partition)
     mock.control("partition-leader " + topic + " " + std::to_string(partition) + " " +

@@ -59,13 +59,8 @@ TEST_CASE("a MessageSet rejected for its size: only the largest message fails pe
           "[kafka][fault]") {
   LogCapture log;
   KafkaMock mock;
-  const std::string topic = txbox::test::unique_name("fault_size");
-  mock.control("topic-create " + topic + " 1 1");
-  auto options = producer_options(mock);
-  // One MessageSet for the whole batch, as under load.
-  options.properties["linger.ms"] = "200";
-  auto publisher = kafka::make_publisher(options);
-  require_all_confirmed(publisher->publish(make_messages(topic, "warm", 1), 10s));
+  const std::string topic = create_topic(mock, "fault_size", 1, 1);
+  auto publisher = one_message_set_publisher(mock, topic);
 
   // The broker rejects the next MessageSet as too large: all its messages
   // get the same size error.
@@ -146,8 +141,7 @@ TEST_CASE("a fatal producer error mid-stream: the producer is replaced, what it 
           "[kafka][fault]") {
   LogCapture log;
   KafkaMock mock;
-  const std::string topic = txbox::test::unique_name("fault_fatal");
-  mock.control("topic-create " + topic + " 1 1");
+  const std::string topic = create_topic(mock, "fault_fatal", 1, 1);
   auto publisher = kafka::make_publisher(producer_options(mock));
   require_all_confirmed(publisher->publish(make_messages(topic, "warm", 1, 1), 10s));
 

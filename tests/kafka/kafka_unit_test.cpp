@@ -27,6 +27,50 @@ uint32_t positive(int32_t java_murmur2) {
   return static_cast<uint32_t>(java_murmur2) & 0x7fffffffu;
 }
 
+// `holds` is true for each error of `holding` and false for each of `not_holding`.
+template <typename Predicate>
+void check_holds_exactly_for(Predicate holds, std::initializer_list<rd_kafka_resp_err_t> holding,
+                             std::initializer_list<rd_kafka_resp_err_t> not_holding) {
+  for (auto err : holding) {
+    INFO(rd_kafka_err2name(err));
+    CHECK(holds(err));
+  }
+  for (auto err : not_holding) {
+    INFO(rd_kafka_err2name(err));
+    CHECK_FALSE(holds(err));
+  }
+}
+
+// `count` messages "<id_prefix><i>" to the topic "unreachable", payload "p".
+std::vector<Message> unreachable_messages(size_t count, const std::string& id_prefix) {
+  std::vector<Message> messages(count);
+  for (size_t i = 0; i < messages.size(); ++i) {
+    messages[i].message_id = id_prefix + std::to_string(i);
+    messages[i].destination = "unreachable";
+    messages[i].payload = "p";
+  }
+  return messages;
+}
+
+// `result` is a failure of `error_class` whose error matches `says`.
+template <typename Matcher>
+void check_failure(const txbox::brokers::PublishResult& result, ErrorClass error_class, const Matcher& says) {
+  CHECK_FALSE(result.confirmed);
+  CHECK(result.error_class == error_class);
+  CHECK_THAT(result.error, says);
+}
+
+// There are `count` results, each a failure of `error_class` whose error
+// says `says`.
+void require_all_failed(const std::vector<txbox::brokers::PublishResult>& results, size_t count,
+                        ErrorClass error_class, const std::string& says) {
+  REQUIRE(results.size() == count);
+  for (const auto& r : results) {
+    INFO(r.error);
+    check_failure(r, error_class, Catch::Contains(says));
+  }
+}
+
 }  // namespace
 
 TEST_CASE("murmur2_partition matches Kafka's Java Utils.murmur2 test vectors", "[kafka][unit]") {
@@ -119,11 +163,10 @@ TEST_CASE("librdkafka errors are classified permanent, transient or outage", "[k
 
 TEST_CASE("size errors: the largest message of a rejected MessageSet is the offender",
           "[kafka][unit]") {
-  CHECK(detail::is_size_error(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE));
-  CHECK(detail::is_size_error(RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE));
-  CHECK(detail::is_size_error(RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE));
-  CHECK_FALSE(detail::is_size_error(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED));
-  CHECK_FALSE(detail::is_size_error(RD_KAFKA_RESP_ERR__MSG_TIMED_OUT));
+  check_holds_exactly_for(detail::is_size_error,
+                          {RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
+                           RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE},
+                          {RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT});
 
   using Sizes = std::vector<std::size_t>;
   CHECK_FALSE(detail::pick_size_offender(Sizes{}).has_value());
@@ -137,19 +180,14 @@ TEST_CASE("size errors: the largest message of a rejected MessageSet is the offe
 
   const auto offender = detail::size_rejection_result(RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
                                                       "orders", 2000000, true, 2000000);
-  CHECK_FALSE(offender.confirmed);
-  CHECK(offender.error_class == ErrorClass::permanent);
-  CHECK_THAT(offender.error, Catch::Contains("2000000 bytes") &&
-                                 Catch::Contains("make the payload smaller or raise the limit") &&
-                                 Catch::Contains("retrying cannot help"));
+  check_failure(offender, ErrorClass::permanent,
+                Catch::Contains("2000000 bytes") && Catch::Contains("make the payload smaller or raise the limit") &&
+                    Catch::Contains("retrying cannot help"));
   const auto innocent = detail::size_rejection_result(RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
                                                       "orders", 120, false, 2000000);
-  CHECK_FALSE(innocent.confirmed);
-  CHECK(innocent.error_class == ErrorClass::transient);
-  CHECK_THAT(innocent.error, Catch::Contains("failed together with an oversized message") &&
-                                 Catch::Contains("2000000 bytes") &&
-                                 Catch::Contains("will be retried") &&
-                                 Catch::Contains("RECORD_LIST_TOO_LARGE"));
+  check_failure(innocent, ErrorClass::transient,
+                Catch::Contains("failed together with an oversized message") && Catch::Contains("2000000 bytes") &&
+                    Catch::Contains("will be retried") && Catch::Contains("RECORD_LIST_TOO_LARGE"));
 }
 
 TEST_CASE("destinations addressing Kafka's internals or invalid names are refused",
@@ -282,13 +320,11 @@ TEST_CASE("publish error messages say what happened and what to do", "[kafka][un
 
 TEST_CASE("consumer errors: fatal ones are distinguished from informational ones",
           "[kafka][unit]") {
-  CHECK(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR__FATAL));
-  CHECK(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED));
-  CHECK(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED));
-  CHECK_FALSE(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR__PARTITION_EOF));
-  CHECK_FALSE(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR__TRANSPORT));
-  CHECK_FALSE(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART));
-  CHECK_FALSE(detail::consumer_error_is_fatal(RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN));
+  check_holds_exactly_for(detail::consumer_error_is_fatal,
+                          {RD_KAFKA_RESP_ERR__FATAL, RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+                           RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED},
+                          {RD_KAFKA_RESP_ERR__PARTITION_EOF, RD_KAFKA_RESP_ERR__TRANSPORT,
+                           RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN});
 }
 
 TEST_CASE("bad producer and consumer configuration throws BrokerError naming the property",
@@ -354,12 +390,7 @@ TEST_CASE("publishing to an unreachable cluster: no report is transient, then an
   options.bootstrap_servers = "127.0.0.1:1";  // nothing listens there
   auto publisher = kafka::make_publisher(options);
 
-  std::vector<Message> messages(3);
-  for (size_t i = 0; i < messages.size(); ++i) {
-    messages[i].message_id = "id-" + std::to_string(i);
-    messages[i].destination = "unreachable";
-    messages[i].payload = "p";
-  }
+  auto messages = unreachable_messages(3, "id-");
   // message.timeout.ms is infinite: only the publish deadline ends the wait.
   const auto start = std::chrono::steady_clock::now();
   auto results = publisher->publish(messages, 300ms);
@@ -382,12 +413,7 @@ TEST_CASE("publishing to an unreachable cluster: no report is transient, then an
   // The same messages again (they are still queued: attached, not copied),
   // now reported as an outage.
   results = publisher->publish(messages, 300ms);
-  REQUIRE(results.size() == 3);
-  for (const auto& r : results) {
-    CHECK_FALSE(r.confirmed);
-    CHECK(r.error_class == ErrorClass::outage);
-    CHECK_THAT(r.error, Catch::Contains("all brokers are unreachable"));
-  }
+  require_all_failed(results, 3, ErrorClass::outage, "all brokers are unreachable");
   CHECK_FALSE(publisher->healthy());
   CHECK(publisher->publish({}, 1s).empty());
 }
@@ -400,20 +426,9 @@ TEST_CASE("a message.timeout.ms set by the user still times messages out, as an 
   options.bootstrap_servers = "127.0.0.1:1";
   options.message_timeout = 1500ms;
   auto publisher = kafka::make_publisher(options);
-  std::vector<Message> messages(2);
-  for (size_t i = 0; i < messages.size(); ++i) {
-    messages[i].message_id = "timeout-" + std::to_string(i);
-    messages[i].destination = "unreachable";
-    messages[i].payload = "p";
-  }
+  const auto messages = unreachable_messages(2, "timeout-");
   const auto results = publisher->publish(messages, 20s);
-  REQUIRE(results.size() == 2);
-  for (const auto& r : results) {
-    INFO(r.error);
-    CHECK_FALSE(r.confirmed);
-    CHECK(r.error_class == ErrorClass::outage);
-    CHECK_THAT(r.error, Catch::Contains("message.timeout.ms (1500 ms)"));
-  }
+  require_all_failed(results, 2, ErrorClass::outage, "message.timeout.ms (1500 ms)");
 }
 
 TEST_CASE("a destination addressing Kafka's internals fails permanently without a broker",
@@ -430,13 +445,7 @@ TEST_CASE("a destination addressing Kafka's internals fails permanently without 
   const auto start = std::chrono::steady_clock::now();
   const auto results = publisher->start(messages)->wait(start + 30s);
   CHECK(std::chrono::steady_clock::now() - start < 5s);  // not waiting for any report
-  REQUIRE(results.size() == 3);
-  for (const auto& r : results) {
-    INFO(r.error);
-    CHECK_FALSE(r.confirmed);
-    CHECK(r.error_class == ErrorClass::permanent);
-    CHECK_THAT(r.error, Catch::Contains("fix the row's destination"));
-  }
+  require_all_failed(results, 3, ErrorClass::permanent, "fix the row's destination");
 }
 
 TEST_CASE("the producer defaults: infinite message timeout, gapless guarantee, overridable",

@@ -64,8 +64,7 @@ std::string header_value(const Delivery& d, const std::string& name) {
 
 TEST_CASE("a batch of 1000 is confirmed and consumed back with id, key, payload and headers", "[nats]") {
   test::JetStreamAdmin admin(test::nats_url());
-  const auto subject = test::nats_subject("batch");
-  admin.add_stream(test::nats_stream_name(subject), {subject});
+  const auto subject = admin.add_subject_with_stream("batch");
   auto pub = publisher();
   CHECK(pub->healthy());
   auto batch = messages(subject, 1000);
@@ -129,9 +128,7 @@ TEST_CASE("a subject without a stream is a permanent error that says how to crea
 }
 
 TEST_CASE("invalid subjects are permanent errors, the rest of the batch goes through", "[nats]") {
-  test::JetStreamAdmin admin(test::nats_url());
-  const auto subject = test::nats_subject("mixed");
-  admin.add_stream(test::nats_stream_name(subject), {subject});
+  const auto subject = test::JetStreamAdmin(test::nats_url()).add_subject_with_stream("mixed");
   auto pub = publisher();
   auto batch = messages(subject, 3);
   batch[1].destination = "bad subject";
@@ -269,8 +266,7 @@ TEST_CASE("an abandoned PendingPublish is safe: its late PubAcks never reach a l
 
 TEST_CASE("a PendingPublish may outlive its publisher", "[nats]") {
   test::JetStreamAdmin admin(test::nats_url());
-  const auto subject = test::nats_subject("outlive");
-  admin.add_stream(test::nats_stream_name(subject), {subject});
+  const auto subject = admin.add_subject_with_stream("outlive");
   auto batch = messages(subject, 200);
   auto pub = publisher();
   auto pending = pub->start(batch);
@@ -357,9 +353,7 @@ TEST_CASE("bad URLs and options are rejected with the problem named", "[nats]") 
 }
 
 TEST_CASE("unacked messages are redelivered after AckWait with delivery_attempt 2, up to MaxDeliver", "[nats]") {
-  test::JetStreamAdmin admin(test::nats_url());
-  const auto subject = test::nats_subject("redeliver");
-  admin.add_stream(test::nats_stream_name(subject), {subject});
+  const auto subject = test::JetStreamAdmin(test::nats_url()).add_subject_with_stream("redeliver");
   auto pub = publisher();
   auto batch = messages(subject, 2);
   for (const auto& r : pub->publish(batch, 10s)) REQUIRE(r.confirmed);
@@ -386,9 +380,7 @@ TEST_CASE("unacked messages are redelivered after AckWait with delivery_attempt 
 }
 
 TEST_CASE("an acked message is not redelivered, also not to a new consumer instance", "[nats]") {
-  test::JetStreamAdmin admin(test::nats_url());
-  const auto subject = test::nats_subject("acked");
-  admin.add_stream(test::nats_stream_name(subject), {subject});
+  const auto subject = test::JetStreamAdmin(test::nats_url()).add_subject_with_stream("acked");
   auto pub = publisher();
   for (const auto& r : pub->publish(messages(subject, 3), 10s)) REQUIRE(r.confirmed);
   txbox::nats::ConsumerOptions options;
@@ -413,8 +405,7 @@ TEST_CASE("an acked message is not redelivered, also not to a new consumer insta
 
 TEST_CASE("dead_letter() publishes to the dead-letter subject and the message is not redelivered", "[nats]") {
   test::JetStreamAdmin admin(test::nats_url());
-  const auto subject = test::nats_subject("dlq");
-  admin.add_stream(test::nats_stream_name(subject), {subject});
+  const auto subject = admin.add_subject_with_stream("dlq");
   admin.add_stream(test::nats_stream_name(subject) + "_dlq", {subject + ".dlq"});
   auto pub = publisher();
   auto batch = messages(subject, 1);
@@ -444,9 +435,7 @@ TEST_CASE("dead_letter() publishes to the dead-letter subject and the message is
 }
 
 TEST_CASE("dead_letter() without a dead-letter stream falls back to core NATS and still terminates", "[nats]") {
-  test::JetStreamAdmin admin(test::nats_url());
-  const auto subject = test::nats_subject("dlqcore");
-  admin.add_stream(test::nats_stream_name(subject), {subject});
+  const auto subject = test::JetStreamAdmin(test::nats_url()).add_subject_with_stream("dlqcore");
   auto pub = publisher();
   for (const auto& r : pub->publish(messages(subject, 1), 10s)) REQUIRE(r.confirmed);
   auto c = consumer(subject, 1s, 5);

@@ -46,12 +46,6 @@ std::vector<Delivery> read_all(const std::string& subject, size_t expected, std:
   return out;
 }
 
-std::string header(const Delivery& d, const std::string& name) {
-  for (const auto& [k, v] : d.message.headers)
-    if (k == name) return v;
-  return "<missing>";
-}
-
 // Consumer decorator that loses every `every`-th ack (as if the process died
 // between the inbox commit and the ack): the message comes back after AckWait.
 struct LoseSomeAcks : txbox::brokers::Consumer {
@@ -77,30 +71,15 @@ struct LoseSomeAcks : txbox::brokers::Consumer {
 TEST_CASE("nats: a plain-SQL insert is delivered with subject, key, payload, headers and message id", "[nats][relay]") {
   auto url = test::create_database("natsrelay");
   const auto subject = test::nats_subject("orders");
-  std::string message_id;
-  {
-    pqxx::connection conn(url);
-    pqxx::work tx(conn);
-    message_id = tx.exec1("INSERT INTO txbox.outbox (destination, message_key, payload, headers) VALUES (" +
-                          tx.quote(subject) +
-                          ", 'order-42', convert_to('{\"id\":42}','UTF8'), "
-                          "'{\"content-type\":\"application/json\"}') RETURNING message_id::text")[0]
-                     .as<std::string>();
-    tx.commit();
-  }
-  test::Process relay(test::nats_relay_command(url, test::nats_url() + "?create_streams=true"),
+  auto message_id = test::insert_sql_order_row(url, subject);
+  test::Process relay(test::relay_drain_command(url, test::nats_url() + "?create_streams=true"),
                       "/tmp/" + subject + "-relay.log");
   REQUIRE(relay.wait(60s) == std::optional<int>(0));
   CHECK(test::outbox_rows(url) == 0);
 
   auto messages = read_all(subject, 1, 30s);
   REQUIRE(messages.size() == 1);
-  const auto& m = messages[0];
-  CHECK(m.source == subject);
-  CHECK(m.message.key == std::optional<std::string>("order-42"));
-  CHECK(m.message.payload == "{\"id\":42}");
-  CHECK(m.message.message_id == message_id);
-  CHECK(header(m, "content-type") == "application/json");
+  test::check_sql_order_delivery(messages[0], subject, message_id);
   test::JetStreamAdmin(test::nats_url()).delete_stream(test::nats_stream_name(subject));
 }
 
@@ -116,7 +95,7 @@ TEST_CASE("nats: 3 relay processes x 4 workers keep per-key order over 20,000 me
   const auto started = std::chrono::steady_clock::now();
   std::vector<test::Process> relays;
   for (int p = 0; p < 3; ++p)
-    relays.emplace_back(test::nats_relay_command(url, test::nats_url(), {"--workers", "4", "--batch-size", "200"}),
+    relays.emplace_back(test::relay_drain_command(url, test::nats_url(), {"--workers", "4", "--batch-size", "200"}),
                         "/tmp/" + subject + "-relay" + std::to_string(p) + ".log");
   for (auto& relay : relays) CHECK(relay.wait(5min) == std::optional<int>(0));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -128,23 +107,17 @@ TEST_CASE("nats: 3 relay processes x 4 workers keep per-key order over 20,000 me
 
   auto messages = read_all(subject, kMessages);
   std::set<std::string> ids;
-  std::map<std::string, int> next_sequence;
-  int order_violations = 0;
+  test::PerKeySequence order;
   int64_t last_offset = 0;
   for (const auto& d : messages) {
     ids.insert(d.message.message_id);
     CHECK(d.offset > last_offset);  // read in stream sequence order
     last_offset = d.offset;
-    auto colon = d.message.payload.find(':');
-    std::string key = d.message.payload.substr(0, colon);
-    int sequence = std::stoi(d.message.payload.substr(colon + 1));
-    REQUIRE(d.message.key == std::optional<std::string>(key));
-    if (sequence != next_sequence[key]) ++order_violations;
-    next_sequence[key] = sequence + 1;
+    order.add(d.message);
   }
   CHECK(messages.size() == static_cast<size_t>(kMessages));
   CHECK(ids.size() == static_cast<size_t>(kMessages));
-  CHECK(order_violations == 0);
+  CHECK(order.violations() == 0);
   admin.delete_stream(stream);
 }
 
@@ -156,7 +129,7 @@ TEST_CASE("nats: the inbox consumer processes each message once under redelivery
   test::JetStreamAdmin admin(test::nats_url());
   admin.add_stream(stream, {subject});
   test::fill_outbox(url, subject, kMessages, 50);
-  test::Process relay(test::nats_relay_command(url, test::nats_url()), "/tmp/" + subject + "-relay.log");
+  test::Process relay(test::relay_drain_command(url, test::nats_url()), "/tmp/" + subject + "-relay.log");
   REQUIRE(relay.wait(120s) == std::optional<int>(0));
   REQUIRE(admin.message_count(stream) == kMessages);
 
@@ -201,7 +174,7 @@ TEST_CASE("nats: a row whose destination addresses the JetStream API is dead-let
                                                             "$SYS.REQ.SERVER.PING"})
       tx.exec0("INSERT INTO txbox.outbox (destination, message_key) VALUES (" + tx.quote(api) + ", 'admin')");
   }
-  auto r = test::run(test::nats_relay_command(url, test::nats_url()), 120s);
+  auto r = test::run(test::relay_drain_command(url, test::nats_url()), 120s);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   CHECK(test::outbox_rows(url) == 0);

@@ -19,48 +19,41 @@
 namespace txbox::test {
 
 namespace {
-struct ConnDeleter {
-  void operator()(natsConnection* nc) const noexcept { natsConnection_Destroy(nc); }
+// A unique_ptr owning a cnats handle, freed with its `Destroy` function.
+template <typename Handle, void (*Destroy)(Handle*)>
+struct HandleDeleter {
+  void operator()(Handle* handle) const noexcept { Destroy(handle); }
 };
-struct JsDeleter {
-  void operator()(jsCtx* js) const noexcept { jsCtx_Destroy(js); }
-};
-struct InfoDeleter {
-  void operator()(jsStreamInfo* si) const noexcept { jsStreamInfo_Destroy(si); }
-};
-struct SubDeleter {
-  void operator()(natsSubscription* sub) const noexcept { natsSubscription_Destroy(sub); }
-};
-struct MetaDeleter {
-  void operator()(jsMsgMetaData* meta) const noexcept { jsMsgMetaData_Destroy(meta); }
-};
+template <typename Handle, void (*Destroy)(Handle*)>
+using Owned = std::unique_ptr<Handle, HandleDeleter<Handle, Destroy>>;
+
+using OwnedConnection = Owned<natsConnection, natsConnection_Destroy>;
+using OwnedJetStream = Owned<jsCtx, jsCtx_Destroy>;
+using OwnedStreamInfo = Owned<jsStreamInfo, jsStreamInfo_Destroy>;
+using OwnedSubscription = Owned<natsSubscription, natsSubscription_Destroy>;
+using OwnedMetaData = Owned<jsMsgMetaData, jsMsgMetaData_Destroy>;
 
 std::string header(natsMsg* msg, const char* name) {
   const char* value = nullptr;
   return natsMsgHeader_Get(msg, name, &value) == NATS_OK && value != nullptr ? value : "";
 }
 
-bool port_free(int port) {
+// Whether `call` (::bind or ::connect) succeeds on a fresh TCP socket for
+// 127.0.0.1:port; the socket is closed again.
+bool loopback_call_succeeds(int port, int (*call)(int, const sockaddr*, socklen_t)) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  const bool ok = call(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
   ::close(fd);
   return ok;
 }
 
-bool port_accepts(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
+bool port_free(int port) { return loopback_call_succeeds(port, ::bind); }
+
+bool port_accepts(int port) { return loopback_call_succeeds(port, ::connect); }
 
 int free_port_pair() {
   for (int attempt = 0; attempt < 200; ++attempt) {
@@ -86,8 +79,8 @@ std::string nats_stream_name(const std::string& subject) {
 }
 
 struct JetStreamAdmin::Impl {
-  std::unique_ptr<natsConnection, ConnDeleter> nc;
-  std::unique_ptr<jsCtx, JsDeleter> js;
+  OwnedConnection nc;
+  OwnedJetStream js;
 };
 
 JetStreamAdmin::JetStreamAdmin(const std::string& url) : impl_(std::make_unique<Impl>()) {
@@ -118,16 +111,22 @@ void JetStreamAdmin::add_stream(const std::string& name, const std::vector<std::
   jsStreamInfo* si = nullptr;
   jsErrCode code{};
   const natsStatus s = js_AddStream(&si, impl_->js.get(), &cfg, nullptr, &code);
-  std::unique_ptr<jsStreamInfo, InfoDeleter> info(si);
+  OwnedStreamInfo info(si);
   INFO("js_AddStream " << name << ": " << natsStatus_GetText(s) << " code " << code);
   REQUIRE(s == NATS_OK);
+}
+
+std::string JetStreamAdmin::add_subject_with_stream(const std::string& prefix) {
+  auto subject = nats_subject(prefix);
+  add_stream(nats_stream_name(subject), {subject});
+  return subject;
 }
 
 int64_t JetStreamAdmin::message_count(const std::string& name) {
   jsStreamInfo* si = nullptr;
   jsErrCode code{};
   const natsStatus s = js_GetStreamInfo(&si, impl_->js.get(), name.c_str(), nullptr, &code);
-  std::unique_ptr<jsStreamInfo, InfoDeleter> info(si);
+  OwnedStreamInfo info(si);
   if (s != NATS_OK) return -1;
   return static_cast<int64_t>(si->State.Msgs);
 }
@@ -153,7 +152,7 @@ std::vector<JetStreamAdmin::StoredMessage> JetStreamAdmin::read_stream(const std
   const natsStatus s = js_PullSubscribe(&raw, impl_->js.get(), subject.c_str(), durable.c_str(), nullptr, &so, &code);
   INFO("js_PullSubscribe on " << stream << ": " << natsStatus_GetText(s) << " code " << code);
   REQUIRE(s == NATS_OK);
-  std::unique_ptr<natsSubscription, SubDeleter> sub(raw);
+  OwnedSubscription sub(raw);
   int empty_fetches = 0;
   while (static_cast<int64_t>(out.size()) < count && empty_fetches < 5) {
     natsMsgList list{};
@@ -168,7 +167,7 @@ std::vector<JetStreamAdmin::StoredMessage> JetStreamAdmin::read_stream(const std
       natsMsg* m = list.Msgs[i];
       jsMsgMetaData* meta_raw = nullptr;
       REQUIRE(natsMsg_GetMetaData(&meta_raw, m) == NATS_OK);
-      std::unique_ptr<jsMsgMetaData, MetaDeleter> meta(meta_raw);
+      OwnedMetaData meta(meta_raw);
       out.push_back({meta->Sequence.Stream, header(m, "Nats-Msg-Id"), header(m, "message-key"),
                      std::string(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)))});
     }
@@ -180,8 +179,8 @@ std::vector<JetStreamAdmin::StoredMessage> JetStreamAdmin::read_stream(const std
 }
 
 struct CoreResponder::Impl {
-  std::unique_ptr<natsConnection, ConnDeleter> nc;
-  std::unique_ptr<natsSubscription, SubDeleter> sub;
+  OwnedConnection nc;
+  OwnedSubscription sub;
   std::string reply;
   std::atomic<int> answered{0};
   std::atomic<bool> complete{false};  // the subscription's last callback has returned
@@ -262,14 +261,6 @@ void PrivateNats::crash_now() {
   }
   REQUIRE(gone);
   std::filesystem::remove(dir_ + "/nats.pid");
-}
-
-std::vector<std::string> nats_relay_command(const std::string& database_url, const std::string& nats_url,
-                                            std::vector<std::string> extra) {
-  std::vector<std::string> args{binary_path("txbox-relay"), "--database-url", database_url, "--broker-url",
-                                nats_url, "--drain", "--poll-interval", "20"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return args;
 }
 
 }  // namespace txbox::test

@@ -1,7 +1,8 @@
 #pragma once
 // Helpers of the NATS tests: JetStream administration through cnats (streams
 // created and counted directly, not through the adapter under test), a
-// private nats-server for the fault tests, and the relay command line.
+// private nats-server for the fault tests. (The relay command line:
+// relay_drain_command in fault/fault_support.hpp.)
 
 #include <chrono>
 #include <cstdint>
@@ -30,6 +31,9 @@ class JetStreamAdmin {
   // File storage stream `name` over `subjects`; REQUIREs success.
   void add_stream(const std::string& name, const std::vector<std::string>& subjects,
                   std::chrono::milliseconds duplicate_window = std::chrono::minutes(2));
+  // A new subject nats_subject(prefix) with a stream of its own over it
+  // (named nats_stream_name(subject), defaults as above); returns the subject.
+  std::string add_subject_with_stream(const std::string& prefix);
   // Number of messages stored in the stream, -1 when it does not exist.
   int64_t message_count(const std::string& name);
   void delete_stream(const std::string& name);
@@ -86,8 +90,5 @@ class PrivateNats {
   int port_ = 0;
   std::string url_;
 };
-
-std::vector<std::string> nats_relay_command(const std::string& database_url, const std::string& nats_url,
-                                            std::vector<std::string> extra = {});
 
 }  // namespace txbox::test

@@ -27,6 +27,16 @@ PublishError reported(natsStatus s, int code = 0, bool jetstream = true, bool cr
   return e;
 }
 
+// read_reply on a failed publish as cnats hands it to the ack handler: the
+// status, the JetStream error code (0: none) and the text.
+std::optional<PublishError> read_error_reply(natsStatus status, int code, const char* text) {
+  jsPubAckErr err{};
+  err.Err = status;
+  err.ErrCode = static_cast<jsErrCode>(code);
+  err.ErrText = text;
+  return read_reply(nullptr, &err);
+}
+
 }  // namespace
 
 TEST_CASE("subjects starting with '$' are refused before sending, permanently, naming the rule", "[unit][nats]") {
@@ -92,10 +102,7 @@ TEST_CASE("a reply confirms a message only as a PubAck that names a stream", "[u
     for (natsStatus s : {NATS_ERR, NATS_INVALID_ARG}) {
       char text[64];
       std::snprintf(text, sizeof text, "%s", natsStatus_GetText(s));
-      jsPubAckErr err{};
-      err.Err = s;
-      err.ErrText = text;
-      auto e = read_reply(nullptr, &err);
+      auto e = read_error_reply(s, 0, text);
       REQUIRE(e);
       CHECK(e->failure == Failure::not_a_stream);
       CHECK(classify(*e) == ErrorClass::permanent);
@@ -103,11 +110,7 @@ TEST_CASE("a reply confirms a message only as a PubAck that names a stream", "[u
   }
   SECTION("JetStream API errors and no responders are read as reported") {
     char text[] = "maximum messages exceeded";
-    jsPubAckErr err{};
-    err.Err = NATS_ERR;
-    err.ErrCode = JSStreamStoreFailedErr;
-    err.ErrText = text;
-    auto e = read_reply(nullptr, &err);
+    auto e = read_error_reply(NATS_ERR, JSStreamStoreFailedErr, text);
     REQUIRE(e);
     CHECK(e->failure == Failure::reported);
     CHECK(e->code == JSStreamStoreFailedErr);
@@ -115,10 +118,7 @@ TEST_CASE("a reply confirms a message only as a PubAck that names a stream", "[u
     CHECK(classify(*e) == ErrorClass::transient);
 
     char no_responders[] = "No responders available for request";
-    jsPubAckErr nr{};
-    nr.Err = NATS_NO_RESPONDERS;
-    nr.ErrText = no_responders;
-    auto n = read_reply(nullptr, &nr);
+    auto n = read_error_reply(NATS_NO_RESPONDERS, 0, no_responders);
     REQUIRE(n);
     CHECK(n->failure == Failure::reported);
     CHECK(n->status == NATS_NO_RESPONDERS);

@@ -28,6 +28,17 @@ struct Dead {
   int age_seconds = 0;  // dead_at = now() - this
 };
 
+// A keyless dead letter of binary bytes that failed for good after one attempt.
+Dead binary_permanent_letter(std::string payload) {
+  Dead d;
+  d.destination = "payments";
+  d.key.reset();
+  d.payload = std::move(payload);
+  d.error_class = "permanent";
+  d.attempts = 1;
+  return d;
+}
+
 // Inserts a dead letter the way the relay does; returns its id.
 int64_t insert_dead(pqxx::transaction_base& tx, const Dead& d) {
   auto key = d.key ? tx.quote(*d.key) : std::string("NULL");
@@ -90,14 +101,9 @@ TEST_CASE("dead letters: list filters by destination, pages, limits", "[dead_let
 
   Dead a;
   auto id1 = insert_dead(tx, a);
-  Dead b;
-  b.destination = "payments";
-  b.key.reset();
-  b.payload = std::string("\x00\xff\x01", 3);
+  Dead b = binary_permanent_letter(std::string("\x00\xff\x01", 3));
   b.headers = "{}";
-  b.error_class = "permanent";
   b.last_error = "message too large";
-  b.attempts = 1;
   auto id2 = insert_dead(tx, b);
   auto id3 = insert_dead(tx, a);
 
@@ -334,12 +340,7 @@ TEST_CASE("txbox dead-letters: list, show, replay, purge", "[dead_letters][cli]"
   Dead text;
   text.last_error = "first line\nsecond line " + std::string(200, 'x');
   auto text_id = insert_dead(url, text);
-  Dead binary;
-  binary.destination = "payments";
-  binary.key.reset();
-  binary.payload = std::string("\x00\xff\x10", 3);
-  binary.error_class = "permanent";
-  binary.attempts = 1;
+  Dead binary = binary_permanent_letter(std::string("\x00\xff\x10", 3));
   auto binary_id = insert_dead(url, binary);
   auto text_message = message_id_of(url, text_id);
   auto binary_message = message_id_of(url, binary_id);

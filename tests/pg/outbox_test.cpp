@@ -1,18 +1,12 @@
 #include <catch2/catch.hpp>
 #include <pqxx/pqxx>
 
+#include "support/outbox_sql.hpp"
 #include "support/test_env.hpp"
 #include "txbox/outbox/outbox.hpp"
 
 using txbox::outbox::Message;
 using txbox::outbox::Outbox;
-
-namespace {
-long long count_rows(pqxx::connection& conn) {
-  pqxx::nontransaction tx(conn);
-  return tx.exec1("SELECT count(*) FROM txbox.outbox")[0].as<long long>();
-}
-}  // namespace
 
 TEST_CASE("enqueue writes a row in the caller's transaction, committed by the caller", "[outbox]") {
   pqxx::connection conn(txbox::test::create_database("outbox"));
@@ -50,7 +44,7 @@ TEST_CASE("rolling back the caller's transaction leaves no outbox row", "[outbox
     outbox.enqueue(tx, Message{"orders", "order-1", "{}", {}, {}});
     // destroyed without commit: rolled back, as libpqxx does
   }
-  CHECK(count_rows(conn) == 0);
+  CHECK(txbox::test::outbox_rows(conn) == 0);
   pqxx::nontransaction tx(conn);
   CHECK(tx.exec1("SELECT count(*) FROM orders")[0].as<int>() == 0);
 }

@@ -229,7 +229,7 @@ TEST_CASE("rabbitmq: URL validation and an unreachable broker", "[rabbitmq]") {
   CHECK_THROWS_WITH(rabbitmq::make_publisher(brokers::parse_broker_url("amqp://127.0.0.1:1/?bogus=1")),
                     Catch::Contains("unknown RabbitMQ option 'bogus'"));
   CHECK_THROWS_AS(rabbitmq::make_publisher(brokers::parse_broker_url(test::rabbitmq_url()), {{"heartbeat", "x"}}),
-                  std::invalid_argument);
+                  txbox::UsageError);
   auto url = brokers::parse_broker_url(test::rabbitmq_url());
   url.password = "wrong";
   CHECK_THROWS_AS(rabbitmq::make_publisher(url), brokers::BrokerError);

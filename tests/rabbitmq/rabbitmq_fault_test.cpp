@@ -17,9 +17,9 @@ TEST_CASE("rabbitmq fault: broker killed mid-drain and restarted: nothing lost",
   rabbit.sync_definitions();  // or the queue may not survive the kill below
   test::fill_outbox(url, queue, kMessages, kKeys);
   auto log = "/tmp/" + queue + ".log";
-  test::Process relay(test::amqp_relay_command(url, rabbit.url(),
-                                               {"--workers", "4", "--batch-size", "200", "--publish-timeout", "5000",
-                                                "--retry-cap", "2000", "--outage-backoff-cap", "2000"}),
+  test::Process relay(test::relay_drain_command(url, rabbit.url(),
+                                                {"--workers", "4", "--batch-size", "200", "--publish-timeout", "5000",
+                                                 "--retry-cap", "2000", "--outage-backoff-cap", "2000"}),
                       log);
   REQUIRE(test::wait_for([&] { return test::outbox_rows(url) <= kMessages * 2 / 3; }, 120s));
   rabbit.kill();  // mid-drain
@@ -46,7 +46,7 @@ TEST_CASE("rabbitmq fault: relay SIGKILLed mid-drain, restarted: nothing lost", 
   test::fill_outbox(url, queue, kMessages, kKeys);
   auto log = "/tmp/" + queue + ".log";
   for (int kill = 0; kill < 3; ++kill) {
-    test::Process relay(test::amqp_relay_command(url, test::rabbitmq_url(), {"--workers", "4", "--batch-size", "100"}),
+    test::Process relay(test::relay_drain_command(url, test::rabbitmq_url(), {"--workers", "4", "--batch-size", "100"}),
                         log);
     long long before = test::outbox_rows(url);
     test::wait_for([&] { return test::outbox_rows(url) <= before - kMessages / 5 || !relay.running(); }, 60s);
@@ -54,7 +54,7 @@ TEST_CASE("rabbitmq fault: relay SIGKILLed mid-drain, restarted: nothing lost", 
     relay.wait(10s);
   }
   INFO(test::outbox_rows(url) << " rows left after 3 kills");
-  test::Process relay(test::amqp_relay_command(url, test::rabbitmq_url(), {"--workers", "4"}), log);
+  test::Process relay(test::relay_drain_command(url, test::rabbitmq_url(), {"--workers", "4"}), log);
   REQUIRE(relay.wait(4min) == std::optional<int>(0));
   CHECK(test::outbox_rows(url) == 0);
   auto stats = test::consume_queue_into_effects(url, test::rabbitmq_url(), queue, kMessages);
@@ -69,7 +69,7 @@ TEST_CASE("rabbitmq fault: consumer SIGKILLed mid-stream 4 times: effects exactl
   test::rabbit_consumer(test::rabbitmq_url(), queue)->close();
   test::fill_outbox(url, queue, kMessages, kKeys);
   {
-    test::Process relay(test::amqp_relay_command(url, test::rabbitmq_url(), {"--workers", "4"}),
+    test::Process relay(test::relay_drain_command(url, test::rabbitmq_url(), {"--workers", "4"}),
                         "/tmp/" + queue + ".log");
     REQUIRE(relay.wait(3min) == std::optional<int>(0));
   }
@@ -77,20 +77,5 @@ TEST_CASE("rabbitmq fault: consumer SIGKILLed mid-stream 4 times: effects exactl
   std::vector<std::string> command{test::binary_path("tests/rabbitmq/txbox-test-rabbitmq-consumer"), "--database-url",
                                    test::fast_commit(url), "--broker-url", test::rabbitmq_url(), "--queue", queue,
                                    "--expect", std::to_string(kMessages)};
-  long long applied = 0;
-  for (int kill = 0; kill < 4; ++kill) {
-    test::Process consumer(command, "/tmp/" + queue + ".consumer.log");
-    long long target = applied + kMessages / 6;
-    test::wait_for([&] { return test::scalar(url, "SELECT count(*) FROM effects") >= target || !consumer.running(); },
-                   120s);
-    consumer.signal(SIGKILL);
-    consumer.wait(10s);
-    applied = test::scalar(url, "SELECT count(*) FROM effects");
-    INFO("kill " << kill << ": " << applied << " applied");
-    REQUIRE(applied < kMessages);
-  }
-  test::Process consumer(command, "/tmp/" + queue + ".consumer.log");
-  REQUIRE(consumer.wait(4min) == std::optional<int>(0));
-  test::check_effects(url, kMessages);
-  CHECK(test::scalar(url, "SELECT count(*) FROM txbox.inbox WHERE consumer = 'billing'") == kMessages);
+  test::kill_consumer_then_finish(url, command, "/tmp/" + queue + ".consumer.log", kMessages, 4, 6);
 }

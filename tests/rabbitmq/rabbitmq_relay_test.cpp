@@ -9,37 +9,16 @@ namespace brokers = txbox::brokers;
 namespace consumer = txbox::consumer;
 using namespace std::chrono_literals;
 
-namespace {
-std::string header(const brokers::Delivery& d, const std::string& name) {
-  for (const auto& [n, v] : d.message.headers)
-    if (n == name) return v;
-  return "<missing>";
-}
-}  // namespace
-
 TEST_CASE("rabbitmq relay: a plain-SQL outbox insert is delivered with the right fields", "[rabbitmq]") {
   auto url = test::create_database("rmqsql");
   auto queue = test::unique_name("orders");
   auto rabbit = test::rabbit_consumer(test::rabbitmq_url(), queue);
-  std::string id;
-  {
-    pqxx::connection conn(url);
-    pqxx::work tx(conn);
-    id = tx.exec1("INSERT INTO txbox.outbox (destination, message_key, payload, headers) VALUES (" + tx.quote(queue) +
-                  ", 'order-42', convert_to('{\"id\":42}','UTF8'), '{\"content-type\":\"application/json\"}') "
-                  "RETURNING message_id::text")[0]
-             .as<std::string>();
-    tx.commit();
-  }
-  test::Process relay(test::amqp_relay_command(url, test::rabbitmq_url()), "/tmp/" + queue + ".log");
+  auto id = test::insert_sql_order_row(url, queue);
+  test::Process relay(test::relay_drain_command(url, test::rabbitmq_url()), "/tmp/" + queue + ".log");
   REQUIRE(relay.wait(60s) == std::optional<int>(0));
   auto d = rabbit->poll(10s);
   REQUIRE(d);
-  CHECK(d->message.message_id == id);
-  CHECK(d->message.key == std::optional<std::string>("order-42"));
-  CHECK(d->message.payload == "{\"id\":42}");
-  CHECK(header(*d, "content-type") == "application/json");
-  CHECK(d->source == queue);
+  test::check_sql_order_delivery(*d, queue, id);
   rabbit->ack(*d);
   CHECK(test::outbox_rows(url) == 0);
 }
@@ -54,7 +33,7 @@ TEST_CASE("rabbitmq relay: 3 relays x 4 workers, 20000 messages over 200 keys ke
   auto start = std::chrono::steady_clock::now();
   std::vector<test::Process> relays;
   for (int i = 0; i < 3; ++i) {
-    relays.emplace_back(test::amqp_relay_command(url, test::rabbitmq_url(), {"--workers", "4", "--batch-size", "500"}),
+    relays.emplace_back(test::relay_drain_command(url, test::rabbitmq_url(), {"--workers", "4", "--batch-size", "500"}),
                         log);
   }
   for (auto& relay : relays) REQUIRE(relay.wait(4min) == std::optional<int>(0));
@@ -93,7 +72,8 @@ TEST_CASE("rabbitmq relay: InboxConsumer processes each message once under redel
   auto queue = test::unique_name("orders");
   test::rabbit_consumer(test::rabbitmq_url(), queue)->close();
   test::fill_outbox(url, queue, kMessages, kKeys);
-  test::Process relay(test::amqp_relay_command(url, test::rabbitmq_url(), {"--workers", "4"}), "/tmp/" + queue + ".log");
+  test::Process relay(test::relay_drain_command(url, test::rabbitmq_url(), {"--workers", "4"}),
+                      "/tmp/" + queue + ".log");
   REQUIRE(relay.wait(2min) == std::optional<int>(0));
   test::create_effects_table(url);
 
@@ -102,13 +82,13 @@ TEST_CASE("rabbitmq relay: InboxConsumer processes each message once under redel
     // Prefetch above the number of lost acks, or the unacked ones would fill the window.
     auto rabbit = test::rabbit_consumer(test::rabbitmq_url(), queue, 1000);
     LossyAcks lossy(*rabbit);
-    consumer::InboxConsumer first(lossy, test::fast_commit(url), txbox::inbox::Inbox("billing"), test::insert_effect);
+    consumer::InboxConsumer first(lossy, test::fast_commit(url), txbox::inbox::Inbox("billing"), test::record_effect);
     first.run({}, [](const consumer::ConsumeStats& s) { return s.processed >= kMessages / 2; });
     first_stats = first.stats();
     rabbit->close();  // unacked (lost acks + prefetched) go back to the queue
   }
   auto rabbit = test::rabbit_consumer(test::rabbitmq_url(), queue);
-  consumer::InboxConsumer second(*rabbit, test::fast_commit(url), txbox::inbox::Inbox("billing"), test::insert_effect);
+  consumer::InboxConsumer second(*rabbit, test::fast_commit(url), txbox::inbox::Inbox("billing"), test::record_effect);
   auto deadline = std::chrono::steady_clock::now() + 2min;
   second.run({}, [&](const consumer::ConsumeStats& s) {
     return first_stats.processed + s.processed >= kMessages || std::chrono::steady_clock::now() > deadline;

@@ -14,18 +14,8 @@ using namespace std::chrono_literals;
 TEST_CASE("relay: a plain-SQL outbox row arrives on the stream with its fields", "[redis]") {
   auto url = test::create_database("redisrelay");
   auto stream = test::unique_name("orders");
-  std::string message_id;
-  {
-    pqxx::connection conn(url);
-    pqxx::work tx(conn);
-    message_id = tx.exec1("INSERT INTO txbox.outbox (destination, message_key, payload, headers) VALUES (" +
-                          tx.quote(stream) +
-                          ", 'order-42', convert_to('{\"id\":42}','UTF8'), '{\"content-type\":\"application/json\"}') "
-                          "RETURNING message_id::text")[0]
-                     .as<std::string>();
-    tx.commit();
-  }
-  auto r = test::run(rt::relay_command(url, test::redis_url()), 60s);
+  auto message_id = test::insert_sql_order_row(url, stream);
+  auto r = test::run(test::relay_drain_command(url, test::redis_url()), 60s);
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
   rt::Client client(test::redis_url());
@@ -48,7 +38,7 @@ TEST_CASE("relay: 3 relays x 4 workers, 20,000 messages over 200 keys keep per-k
   std::vector<std::unique_ptr<test::Process>> relays;
   for (int i = 0; i < 3; ++i)
     relays.push_back(std::make_unique<test::Process>(
-        rt::relay_command(url, test::redis_url(), {"--workers", "4", "--batch-size", "200"}),
+        test::relay_drain_command(url, test::redis_url(), {"--workers", "4", "--batch-size", "200"}),
         fmt::format("/tmp/{}-{}.log", stream, i)));
   for (auto& relay : relays) REQUIRE(relay->wait(4min) == std::optional<int>(0));
   auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -98,7 +88,7 @@ TEST_CASE("relay + inbox consumer: every message processed once although all are
   auto url = test::create_database("redisinbox");
   auto stream = test::unique_name("orders");
   test::fill_outbox(url, stream, kMessages, kKeys);
-  REQUIRE(test::run(rt::relay_command(url, test::redis_url(), {"--workers", "2"}), 120s).exit_code == 0);
+  REQUIRE(test::run(test::relay_drain_command(url, test::redis_url(), {"--workers", "2"}), 120s).exit_code == 0);
   test::create_effects_table(url);
   auto group = test::unique_name("g");
 
@@ -106,7 +96,7 @@ TEST_CASE("relay + inbox consumer: every message processed once although all are
   options.claim_idle = 500ms;
   auto first = rt::consumer(test::redis_url(), options);
   LosesAcks losing(*first);
-  txbox::consumer::InboxConsumer a(losing, test::fast_commit(url), txbox::inbox::Inbox(group), rt::insert_effect);
+  txbox::consumer::InboxConsumer a(losing, test::fast_commit(url), txbox::inbox::Inbox(group), test::record_effect);
   a.run({}, [&](const auto& s) { return s.processed >= static_cast<uint64_t>(kMessages); });
   first->close();
   rt::Client client(test::redis_url());

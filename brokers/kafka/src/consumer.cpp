@@ -24,15 +24,17 @@ class KafkaConsumer final : public brokers::Consumer {
   explicit KafkaConsumer(const ConsumerOptions& options) : group_id_(options.group_id) {
     if (options.bootstrap_servers.empty() && !options.properties.contains("bootstrap.servers")) {
       throw brokers::BrokerError(
-          "ConsumerOptions::bootstrap_servers is empty: set it to host:port[,host:port...]", false);
+          ErrorKind::config,
+          "ConsumerOptions::bootstrap_servers is empty: set it to host:port[,host:port...]");
     }
     if (options.group_id.empty() && !options.properties.contains("group.id")) {
-      throw brokers::BrokerError("ConsumerOptions::group_id is empty: set the consumer group name",
-                                 false);
+      throw brokers::BrokerError(ErrorKind::config,
+                                 "ConsumerOptions::group_id is empty: set the consumer group name");
     }
     if (options.topics.empty()) {
       throw brokers::BrokerError(
-          "ConsumerOptions::topics is empty: list at least one topic to subscribe to", false);
+          ErrorKind::config,
+          "ConsumerOptions::topics is empty: list at least one topic to subscribe to");
     }
     ConfPtr conf(rd_kafka_conf_new());
     if (!options.bootstrap_servers.empty()) {
@@ -69,10 +71,10 @@ class KafkaConsumer final : public brokers::Consumer {
     if (const rd_kafka_resp_err_t err = rd_kafka_subscribe(rk_.get(), topics.get())) {
       rd_kafka_consumer_close(rk_.get());
       throw brokers::BrokerError(
+          ErrorKind::config,
           fmt::format("could not subscribe consumer group '{}' to topics {}: {}; check "
                       "the topic names",
-                      group_id_, fmt::join(options.topics, ","), rd_kafka_err2str(err)),
-          false);
+                      group_id_, fmt::join(options.topics, ","), rd_kafka_err2str(err)));
     }
   }
 
@@ -88,8 +90,8 @@ class KafkaConsumer final : public brokers::Consumer {
 
   std::optional<Delivery> poll(std::chrono::milliseconds timeout) override {
     if (closed_.load()) {
-      throw brokers::BrokerError("Kafka consumer is closed: create a new one to consume again",
-                                 false);
+      throw brokers::BrokerError(ErrorKind::internal,
+                                 "Kafka consumer is closed: create a new one to consume again");
     }
     throw_if_fatal();
     MessagePtr message(rd_kafka_consumer_poll(rk_.get(), static_cast<int>(timeout.count())));
@@ -139,7 +141,8 @@ class KafkaConsumer final : public brokers::Consumer {
 
   void ack(const Delivery& delivery) override {
     if (closed_.load()) {
-      throw brokers::BrokerError("Kafka consumer is closed: cannot ack after close()", false);
+      throw brokers::BrokerError(ErrorKind::internal,
+                                 "Kafka consumer is closed: cannot ack after close()");
     }
     PartitionListPtr offsets(rd_kafka_topic_partition_list_new(1));
     rd_kafka_topic_partition_t* tp = rd_kafka_topic_partition_list_add(
@@ -152,6 +155,7 @@ class KafkaConsumer final : public brokers::Consumer {
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       const bool retryable = classify(err) == brokers::ErrorClass::transient;
       throw brokers::BrokerError(
+          retryable ? ErrorKind::unavailable : ErrorKind::permanent,
           fmt::format(
               "could not commit offset {} of {} [{}] for consumer group '{}': {} [{}]; {}",
               delivery.offset + 1, delivery.source, delivery.partition, group_id_,
@@ -159,8 +163,7 @@ class KafkaConsumer final : public brokers::Consumer {
               retryable
                   ? "the message may be delivered again (e.g. after a rebalance), so handle it "
                     "idempotently"
-                  : "check the consumer group's authorization"),
-          retryable);
+                  : "check the consumer group's authorization"));
     }
   }
 
@@ -180,10 +183,10 @@ class KafkaConsumer final : public brokers::Consumer {
     const rd_kafka_resp_err_t fatal = rd_kafka_fatal_error(rk_.get(), reason, sizeof reason);
     if (fatal != RD_KAFKA_RESP_ERR_NO_ERROR) {
       throw brokers::BrokerError(
+          ErrorKind::permanent,
           fmt::format("Kafka consumer group '{}' hit a fatal error ({}: {}): create a new "
                       "consumer",
-                      group_id_, rd_kafka_err2name(fatal), reason),
-          false);
+                      group_id_, rd_kafka_err2name(fatal), reason));
     }
   }
 
@@ -205,12 +208,12 @@ class KafkaConsumer final : public brokers::Consumer {
         text = fatal_reason;
       }
       throw brokers::BrokerError(
+          ErrorKind::config,
           fmt::format(
               "Kafka consumer group '{}' cannot continue: {} [{}]{}; fix the configuration or "
               "permissions and create a new consumer",
               group_id_, text, rd_kafka_err2name(err),
-              topic.empty() ? "" : " (topic '" + topic + "')"),
-          false);
+              topic.empty() ? "" : " (topic '" + topic + "')"));
     }
     log_transient(err,
                   fmt::format("{}{}", reason, topic.empty() ? "" : " (topic '" + topic + "')"));

@@ -19,10 +19,10 @@ void set_property(rd_kafka_conf_t* conf, const std::string& name, const std::str
   }
   const char* fix =
       res == RD_KAFKA_CONF_UNKNOWN ? "remove it or correct its name" : "correct the value";
-  throw brokers::BrokerError(fmt::format("invalid Kafka property '{}' = '{}' (from {}): {}; {} "
+  throw brokers::BrokerError(ErrorKind::config,
+                             fmt::format("invalid Kafka property '{}' = '{}' (from {}): {}; {} "
                                          "(see librdkafka's CONFIGURATION.md)",
-                                         name, value, origin, errstr, fix),
-                             false);
+                                         name, value, origin, errstr, fix));
 }
 
 namespace {
@@ -65,8 +65,8 @@ KafkaPtr create_client(rd_kafka_type_t type, ConfPtr conf, std::string_view what
   rd_kafka_t* rk = rd_kafka_new(type, conf.get(), errstr, sizeof errstr);
   if (rk == nullptr) {
     throw brokers::BrokerError(
-        fmt::format("could not create the Kafka {}: {}; fix the configuration", what, errstr),
-        false);
+        ErrorKind::config,
+        fmt::format("could not create the Kafka {}: {}; fix the configuration", what, errstr));
   }
   (void)conf.release();  // owned by rk now
   return KafkaPtr(rk);

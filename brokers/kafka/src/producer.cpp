@@ -256,7 +256,8 @@ class KafkaPublisher final : public brokers::Publisher {
       : enqueue_timeout_(options.enqueue_timeout) {
     if (options.bootstrap_servers.empty() && !options.properties.contains("bootstrap.servers")) {
       throw brokers::BrokerError(
-          "ProducerOptions::bootstrap_servers is empty: set it to host:port[,host:port...]", false);
+          ErrorKind::config,
+          "ProducerOptions::bootstrap_servers is empty: set it to host:port[,host:port...]");
     }
     ConfPtr conf(rd_kafka_conf_new());
     if (!options.bootstrap_servers.empty()) {

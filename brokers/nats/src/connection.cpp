@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "handles.hpp"
+#include "txbox/core/error.hpp"
 
 namespace txbox::nats::detail {
 
@@ -19,14 +20,14 @@ std::vector<std::string> server_urls(const brokers::BrokerUrl& url) {
   std::vector<std::string> out;
   for (const auto& hp : url.hosts) {
     if (hp.host.empty()) {
-      throw std::invalid_argument(fmt::format(
+      throw txbox::UsageError(fmt::format(
           "broker URL '{}' has an empty host: expected nats://[user:pass@]host:port[,host:port]",
           display_servers(url)));
     }
     out.push_back(fmt::format("nats://{}:{}", hp.host, hp.port == 0 ? kDefaultPort : hp.port));
   }
   if (out.empty()) {
-    throw std::invalid_argument(fmt::format(
+    throw txbox::UsageError(fmt::format(
         "broker URL '{}' names no server: expected nats://[user:pass@]host:port[,host:port]",
         display_servers(url)));
   }
@@ -36,8 +37,8 @@ std::vector<std::string> server_urls(const brokers::BrokerUrl& url) {
 void check(natsStatus s, const char* what) {
   if (s != NATS_OK) {
     throw brokers::BrokerError(
-        fmt::format("cannot configure the NATS connection: {} failed: {}", what, status_name(s)),
-        false);
+        ErrorKind::config,
+        fmt::format("cannot configure the NATS connection: {} failed: {}", what, status_name(s)));
   }
 }
 
@@ -70,12 +71,12 @@ std::string display_servers(const brokers::BrokerUrl& url) {
 Connection::Connection(const brokers::BrokerUrl& url, ConnectionOptions options)
     : options_(std::move(options)) {
   if (url.scheme != "nats") {
-    throw std::invalid_argument(fmt::format(
+    throw txbox::UsageError(fmt::format(
         "broker URL '{}' has scheme '{}': the NATS adapter needs nats://host:port[,host:port]",
         display_servers(url), url.scheme));
   }
   if (!url.path.empty()) {
-    throw std::invalid_argument(fmt::format(
+    throw txbox::UsageError(fmt::format(
         "broker URL '{}' has a path '/{}': NATS URLs have none; remove it (options go in the "
         "query, e.g. ?create_streams=true)",
         display_servers(url), url.path));
@@ -145,11 +146,11 @@ Connection::Connection(const brokers::BrokerUrl& url, ConnectionOptions options)
     }
     const bool retryable = s != NATS_CONNECTION_AUTH_FAILED && s != NATS_NOT_PERMITTED;
     throw brokers::BrokerError(
+        retryable ? ErrorKind::unavailable : ErrorKind::config,
         fmt::format("cannot connect the NATS {} to {}: {}{}", options_.role, servers_,
                     status_name(s),
                     retryable ? "; check that nats-server runs there (with -js) and try again"
-                              : "; check the user and password in the broker URL"),
-        retryable);
+                              : "; check the user and password in the broker URL"));
   }
 }
 
@@ -198,9 +199,9 @@ JsPtr Connection::jetstream(const jsOptions* options) const {
   const natsStatus s = natsConnection_JetStream(&js, nc_, const_cast<jsOptions*>(options));
   if (s != NATS_OK) {
     throw brokers::BrokerError(
-        fmt::format("cannot create a JetStream context on the NATS connection to {}: {}",
-                    servers_, status_name(s)),
-        true);
+        ErrorKind::unavailable,
+        fmt::format("cannot create a JetStream context on the NATS connection to {}: {}", servers_,
+                    status_name(s)));
   }
   return JsPtr(js);
 }

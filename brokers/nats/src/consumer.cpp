@@ -64,15 +64,15 @@ class NatsConsumer final : public brokers::Consumer {
   NatsConsumer(const brokers::BrokerUrl& url, const ConsumerOptions& options)
       : options_(options) {
     if (options_.subject.empty()) {
-      throw std::invalid_argument(
+      throw txbox::UsageError(
           "nats::ConsumerOptions::subject is empty: set the subject to consume");
     }
     if (auto why = invalid_subject_reason(options_.subject); !why.empty()) {
-      throw std::invalid_argument(fmt::format(
+      throw txbox::UsageError(fmt::format(
           "nats::ConsumerOptions::subject '{}' is not a valid subject: {}", options_.subject, why));
     }
     if (options_.batch <= 0 || options_.max_deliver == 0 || options_.ack_wait.count() <= 0) {
-      throw std::invalid_argument(
+      throw txbox::UsageError(
           "nats::ConsumerOptions: batch and ack_wait must be positive and max_deliver non-zero "
           "(-1 = unlimited)");
     }
@@ -85,7 +85,7 @@ class NatsConsumer final : public brokers::Consumer {
       if (key == "name") {
         name = value;
       } else if (key != "create_streams" && key != "duplicate_window") {  // publisher options
-        throw std::invalid_argument(fmt::format(
+        throw txbox::UsageError(fmt::format(
             "unknown NATS broker URL option '{}' in '{}' for a consumer: supported is name",
             key, display_servers(url)));
       }
@@ -110,6 +110,9 @@ class NatsConsumer final : public brokers::Consumer {
     if (s != NATS_OK) {
       const char* last = nats_GetLastError(nullptr);
       throw BrokerError(
+          s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED
+              ? ErrorKind::unavailable
+              : ErrorKind::config,
           fmt::format(
               "cannot create the durable JetStream pull consumer '{}' on subject '{}'{}: {}{}{}; "
               "check that a stream covers the subject (`nats stream add <name> --subjects '{}'`) "
@@ -118,8 +121,7 @@ class NatsConsumer final : public brokers::Consumer {
               options_.stream.empty() ? "" : fmt::format(" of stream '{}'", options_.stream),
               status_name(s),
               code != 0 ? fmt::format(" [JetStream error {}]", static_cast<int>(code)) : "",
-              last != nullptr ? fmt::format(" ({})", last) : "", options_.subject),
-          s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED);
+              last != nullptr ? fmt::format(" ({})", last) : "", options_.subject));
     }
     spdlog::info("NATS consumer: durable '{}' on '{}' (AckWait {} ms, MaxDeliver {})",
                  options_.durable, options_.subject, options_.ack_wait.count(),
@@ -130,7 +132,8 @@ class NatsConsumer final : public brokers::Consumer {
 
   std::optional<Delivery> poll(std::chrono::milliseconds timeout) override {
     std::lock_guard lock(mutex_);
-    if (closed_) throw BrokerError("NATS consumer is closed: create a new one", false);
+    if (closed_)
+      throw BrokerError(ErrorKind::internal, "NATS consumer is closed: create a new one");
     if (buffer_.empty()) fetch(timeout);
     if (buffer_.empty()) return std::nullopt;
     MsgPtr msg = std::move(buffer_.front());
@@ -145,10 +148,10 @@ class NatsConsumer final : public brokers::Consumer {
     const natsStatus s = natsMsg_AckSync(msg, nullptr, &code);
     if (s != NATS_OK) {
       throw BrokerError(
+          ErrorKind::unavailable,
           fmt::format("NATS did not confirm the ack of stream sequence {} on '{}': {}; the "
                       "message will be redelivered after AckWait ({} ms) unless a retry succeeds",
-                      delivery.offset, delivery.source, status_name(s), options_.ack_wait.count()),
-          true);
+                      delivery.offset, delivery.source, status_name(s), options_.ack_wait.count()));
     }
     unsettled_.erase(static_cast<uint64_t>(delivery.offset));
   }
@@ -184,9 +187,9 @@ class NatsConsumer final : public brokers::Consumer {
       if (s == NATS_OK) s = natsMsgHeader_Set(raw, name.c_str(), value.c_str());
     }
     if (s != NATS_OK) {
-      throw BrokerError(fmt::format("cannot build the dead-letter message for '{}': {}",
-                                    options_.dead_letter_subject, status_name(s)),
-                        false);
+      throw BrokerError(ErrorKind::internal,
+                        fmt::format("cannot build the dead-letter message for '{}': {}",
+                                    options_.dead_letter_subject, status_name(s)));
     }
     jsPubAck* pa = nullptr;
     jsErrCode code{};
@@ -206,21 +209,23 @@ class NatsConsumer final : public brokers::Consumer {
     }
     if (s != NATS_OK) {
       throw BrokerError(
+          classify(PublishError::reported(s, {}, code)) != brokers::ErrorClass::permanent
+              ? ErrorKind::unavailable
+              : ErrorKind::permanent,
           fmt::format(
               "could not publish the dead letter of stream sequence {} to '{}': {}{}; "
               "the message stays unacked and is redelivered after AckWait",
               delivery.offset, options_.dead_letter_subject, status_name(s),
-              code != 0 ? fmt::format(" [JetStream error {}]", static_cast<int>(code)) : ""),
-          classify(PublishError::reported(s, {}, code)) != brokers::ErrorClass::permanent);
+              code != 0 ? fmt::format(" [JetStream error {}]", static_cast<int>(code)) : ""));
     }
     s = natsMsg_Term(original, nullptr);
     if (s == NATS_OK) s = natsConnection_FlushTimeout(conn_->get(), 5000);
     if (s != NATS_OK) {
       throw BrokerError(
+          ErrorKind::unavailable,
           fmt::format("dead letter published to '{}', but terminating stream sequence {} failed: "
                       "{}; it may be redelivered (the inbox skips it as a duplicate)",
-                      options_.dead_letter_subject, delivery.offset, status_name(s)),
-          true);
+                      options_.dead_letter_subject, delivery.offset, status_name(s)));
     }
     unsettled_.erase(static_cast<uint64_t>(delivery.offset));
     return true;
@@ -259,10 +264,10 @@ class NatsConsumer final : public brokers::Consumer {
     natsMsgList_Destroy(&list);
     if (s == NATS_TIMEOUT) return;
     if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED) {
-      throw BrokerError(fmt::format("NATS pull subscription on '{}' is no longer usable: {}; "
+      throw BrokerError(ErrorKind::unavailable,
+                        fmt::format("NATS pull subscription on '{}' is no longer usable: {}; "
                                     "create a new consumer",
-                                    options_.subject, status_name(s)),
-                        true);
+                                    options_.subject, status_name(s)));
     }
     if (!fetch_failing_) {
       fetch_failing_ = true;
@@ -303,14 +308,15 @@ class NatsConsumer final : public brokers::Consumer {
   }
 
   natsMsg* find(const Delivery& delivery) {
-    if (closed_) throw BrokerError("NATS consumer is closed: create a new one", false);
+    if (closed_)
+      throw BrokerError(ErrorKind::internal, "NATS consumer is closed: create a new one");
     auto it = unsettled_.find(static_cast<uint64_t>(delivery.offset));
     if (it == unsettled_.end()) {
       throw BrokerError(
+          ErrorKind::internal,
           fmt::format("stream sequence {} on '{}' is not an unsettled delivery of this consumer "
                       "(already acked or dead-lettered, or from another consumer); nothing to do",
-                      delivery.offset, delivery.source),
-          false);
+                      delivery.offset, delivery.source));
     }
     return it->second.get();
   }
@@ -332,6 +338,13 @@ class NatsConsumer final : public brokers::Consumer {
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
                                                  const ConsumerOptions& options) {
   return std::make_unique<NatsConsumer>(url, options);
+}
+
+// The factory the broker registry calls (brokers::open_consumer).
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const brokers::Subscription& subscription) {
+  brokers::require_no_properties("the NATS consumer", subscription.properties);
+  return make_consumer(url, ConsumerOptions{.subject = subscription.source, .durable = subscription.group});
 }
 
 }  // namespace txbox::nats

@@ -222,16 +222,11 @@ std::string reserved_subject_reason(std::string_view subject) {
 }
 
 std::optional<PublishError> refuse_subject(std::string_view subject) {
-  if (auto why = invalid_subject_reason(subject); !why.empty()) {
+  for (auto [failure, why] : {std::pair{Failure::invalid_subject, invalid_subject_reason(subject)},
+                               std::pair{Failure::reserved_subject, reserved_subject_reason(subject)}}) {
+    if (why.empty()) continue;
     PublishError e;
-    e.failure = Failure::invalid_subject;
-    e.status = NATS_INVALID_SUBJECT;
-    e.text = std::move(why);
-    return e;
-  }
-  if (auto why = reserved_subject_reason(subject); !why.empty()) {
-    PublishError e;
-    e.failure = Failure::reserved_subject;
+    e.failure = failure;
     e.status = NATS_INVALID_SUBJECT;
     e.text = std::move(why);
     return e;

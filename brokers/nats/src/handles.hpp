@@ -81,7 +81,7 @@ struct ConnectionOptions {
 // allows, every callback has returned.
 class Connection {
  public:
-  // Throws std::invalid_argument for a bad URL (wrong scheme, path, ...),
+  // Throws txbox::UsageError for a bad URL (wrong scheme, path, ...),
   // BrokerError when no server answers and !options.retry_initial.
   Connection(const brokers::BrokerUrl& url, ConnectionOptions options);
   ~Connection();

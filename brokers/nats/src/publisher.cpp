@@ -75,7 +75,7 @@ std::chrono::milliseconds parse_duration(const std::string& text, const std::str
     else if (unit == "h") ms = value * 3'600'000;
   }
   if (ms <= 0) {
-    throw std::invalid_argument(fmt::format(
+    throw txbox::UsageError(fmt::format(
         "broker URL option {}={} is not a positive duration: use e.g. 500ms, 120s, 2m or 1h",
         option, text));
   }
@@ -85,7 +85,7 @@ std::chrono::milliseconds parse_duration(const std::string& text, const std::str
 bool parse_bool(const std::string& text, const std::string& option) {
   if (text == "true" || text == "1" || text == "yes") return true;
   if (text == "false" || text == "0" || text == "no") return false;
-  throw std::invalid_argument(
+  throw txbox::UsageError(
       fmt::format("broker URL option {}={} is not a boolean: use true or false", option, text));
 }
 
@@ -100,7 +100,7 @@ PublisherOptions parse_options(const brokers::BrokerUrl& url,
     } else if (key == "name") {
       options.name = value;
     } else {
-      throw std::invalid_argument(fmt::format(
+      throw txbox::UsageError(fmt::format(
           "unknown NATS broker URL option '{}' in '{}': supported are create_streams=true|false, "
           "duplicate_window=<duration>, name=<connection name>",
           key, display_servers(url)));
@@ -110,7 +110,7 @@ PublisherOptions parse_options(const brokers::BrokerUrl& url,
     if (key == "name") {
       options.name = value;
     } else {
-      throw std::invalid_argument(fmt::format(
+      throw txbox::UsageError(fmt::format(
           "unknown NATS publisher property '{}': supported is name (put stream options in the "
           "broker URL query: ?create_streams=true&duplicate_window=2m)",
           key));

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include "txbox/core/error.hpp"
 
 namespace txbox::rabbitmq::detail {
 
@@ -20,7 +21,7 @@ int parse_int(const std::string& name, const std::string& value, int min, int ma
   int out = 0;
   auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
   if (ec != std::errc{} || ptr != value.data() + value.size() || out < min || out > max) {
-    throw std::invalid_argument(fmt::format(
+    throw txbox::UsageError(fmt::format(
         "RabbitMQ option {}={} is not a whole number between {} and {}: fix it in the broker URL "
         "query or the broker properties",
         name, value, min, max));
@@ -36,7 +37,7 @@ void apply_option(Endpoint& endpoint, const std::string& name, const std::string
   } else if (name == "send_timeout_ms") {
     endpoint.send_timeout = std::chrono::milliseconds(parse_int(name, value, 0, 3600000));
   } else {
-    throw std::invalid_argument(fmt::format(
+    throw txbox::UsageError(fmt::format(
         "unknown RabbitMQ option '{}': supported are connect_timeout_ms, send_timeout_ms and heartbeat (seconds)",
         name));
   }
@@ -46,19 +47,19 @@ void apply_option(Endpoint& endpoint, const std::string& name, const std::string
 Endpoint parse_endpoint(const brokers::BrokerUrl& url, const brokers::Properties& properties,
                         int default_heartbeat) {
   if (url.scheme != "amqp") {
-    throw std::invalid_argument(fmt::format(
+    throw txbox::UsageError(fmt::format(
         "broker URL '{}' has scheme '{}': the RabbitMQ adapter needs amqp://user:pass@host:port/vhost",
         url.redacted, url.scheme));
   }
   if (url.hosts.empty() || url.hosts.front().host.empty()) {
-    throw std::invalid_argument(fmt::format(
+    throw txbox::UsageError(fmt::format(
         "broker URL '{}' names no host: expected amqp://user:pass@host:port/vhost", url.redacted));
   }
   Endpoint endpoint;
   endpoint.heartbeat = default_heartbeat;
   for (auto hp : url.hosts) {
     if (hp.host.empty()) {
-      throw std::invalid_argument(fmt::format("broker URL '{}' has an empty host in its host list",
+      throw txbox::UsageError(fmt::format("broker URL '{}' has an empty host in its host list",
                                               url.redacted));
     }
     if (hp.port == 0) hp.port = kDefaultPort;
@@ -96,13 +97,6 @@ amqp_table_entry_t bool_entry(const char* key, bool value) {
   e.value.value.boolean = value ? 1 : 0;
   return e;
 }
-amqp_table_entry_t string_entry(const char* key, const char* value) {
-  amqp_table_entry_t e{};
-  e.key = amqp_cstring_bytes(key);
-  e.value.kind = AMQP_FIELD_KIND_UTF8;
-  e.value.value.bytes = amqp_cstring_bytes(value);
-  return e;
-}
 
 // The kernel drops a connection whose sent data stays unacknowledged, or
 // whose peer advertises a zero window, for longer than `timeout`:
@@ -126,7 +120,8 @@ std::unique_ptr<Connection> Connection::open(const Endpoint& endpoint, amqp_chan
   // only authentication_failure_close and exchange_exchange_bindings).
   amqp_table_entry_t capabilities[] = {bool_entry("connection.blocked", true)};
   amqp_table_entry_t properties[2] = {
-      string_entry("connection_name", options.publisher ? "txbox publisher" : "txbox consumer"), {}};
+      utf8_entry(amqp_cstring_bytes("connection_name"),
+                 amqp_cstring_bytes(options.publisher ? "txbox publisher" : "txbox consumer")), {}};
   properties[1].key = amqp_cstring_bytes("capabilities");
   properties[1].value.kind = AMQP_FIELD_KIND_TABLE;
   properties[1].value.value.table = {1, capabilities};

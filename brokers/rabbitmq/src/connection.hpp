@@ -32,13 +32,21 @@ struct Endpoint {
 };
 
 // Validates the URL (scheme amqp, at least one host) and the options
-// (query parameters, then `properties`, override). Throws std::invalid_argument.
+// (query parameters, then `properties`, override). Throws txbox::UsageError.
 Endpoint parse_endpoint(const brokers::BrokerUrl& url, const brokers::Properties& properties,
                         int default_heartbeat);
 
 struct ConnectionDeleter {
   void operator()(amqp_connection_state_t_* state) const noexcept;
 };
+// The adapter's shorthands, for both the publisher and the consumer.
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+// Reconnecting after a lost connection waits this long at first, doubling
+// up to the maximum.
+inline constexpr milliseconds kBackoffMin{100};
+inline constexpr milliseconds kBackoffMax{5000};
+
 using ConnectionPtr = std::unique_ptr<amqp_connection_state_t_, ConnectionDeleter>;
 
 // Thrown by Connection::open and by RPC helpers.

@@ -23,10 +23,7 @@ namespace {
 using namespace detail;
 using brokers::Delivery;
 namespace wire = brokers::wire;
-using Clock = std::chrono::steady_clock;
 
-constexpr std::chrono::milliseconds kBackoffMin{100};
-constexpr std::chrono::milliseconds kBackoffMax{5000};
 constexpr int kConsumerHeartbeat = 30;  // seconds
 // How long dead_letter() waits for the confirm of the dead-letter copy.
 constexpr std::chrono::milliseconds kDeadLetterTimeout{10000};
@@ -41,11 +38,7 @@ struct Arguments {
     return t;
   }
   void add(const char* name, const std::string& value) {
-    amqp_table_entry_t e{};
-    e.key = amqp_cstring_bytes(name);
-    e.value.kind = AMQP_FIELD_KIND_UTF8;
-    e.value.value.bytes = as_bytes(value);
-    entries.push_back(e);
+    entries.push_back(utf8_entry(amqp_cstring_bytes(name), as_bytes(value)));
   }
 };
 
@@ -78,10 +71,10 @@ class RabbitConsumer final : public brokers::Consumer {
   RabbitConsumer(brokers::BrokerUrl url, Endpoint endpoint, ConsumerOptions options)
       : url_(std::move(url)), endpoint_(std::move(endpoint)), options_(std::move(options)) {
     if (options_.queue.empty()) {
-      throw std::invalid_argument("rabbitmq::ConsumerOptions::queue is empty: name the queue to consume");
+      throw txbox::UsageError("rabbitmq::ConsumerOptions::queue is empty: name the queue to consume");
     }
     if (options_.prefetch == 0) {
-      throw std::invalid_argument("rabbitmq::ConsumerOptions::prefetch is 0: use at least 1 (default 100)");
+      throw txbox::UsageError("rabbitmq::ConsumerOptions::prefetch is 0: use at least 1 (default 100)");
     }
     if (options_.dead_letter_exchange.empty()) options_.dead_letter_exchange = options_.queue + ".dlx";
     if (options_.dead_letter_queue.empty()) options_.dead_letter_queue = options_.queue + ".dlq";
@@ -90,9 +83,9 @@ class RabbitConsumer final : public brokers::Consumer {
     } catch (const AmqpError& e) {
       if (classify(e.failure()) == brokers::ErrorClass::permanent || is_refused_login(e.failure()) ||
           e.failure().code == 406) {
-        throw brokers::BrokerError(
-            fmt::format("RabbitMQ consumer of queue '{}' on {}: {}", options_.queue, endpoint_.display, e.what()),
-            false);
+        throw brokers::BrokerError(ErrorKind::config,
+                                   fmt::format("RabbitMQ consumer of queue '{}' on {}: {}",
+                                               options_.queue, endpoint_.display, e.what()));
       }
       spdlog::warn("RabbitMQ consumer: {} — will retry on poll", e.what());
       schedule_retry(e.what());
@@ -102,7 +95,9 @@ class RabbitConsumer final : public brokers::Consumer {
   ~RabbitConsumer() override { close(); }
 
   std::optional<Delivery> poll(std::chrono::milliseconds timeout) override {
-    if (closed_) throw brokers::BrokerError("RabbitMQ consumer: poll() after close(): create a new consumer", false);
+    if (closed_)
+      throw brokers::BrokerError(ErrorKind::internal,
+                                 "RabbitMQ consumer: poll() after close(): create a new consumer");
     const auto deadline = Clock::now() + timeout;
     for (;;) {
       if (!conn_ && !reconnect(deadline)) return std::nullopt;
@@ -166,10 +161,11 @@ class RabbitConsumer final : public brokers::Consumer {
       return true;
     }
     throw brokers::BrokerError(
-        fmt::format("RabbitMQ consumer: the dead letter of message {} was not confirmed by exchange '{}': {}; the "
+        ErrorKind::unavailable,
+        fmt::format("RabbitMQ consumer: the dead letter of message {} was not confirmed by "
+                    "exchange '{}': {}; the "
                     "message stays unacked and is delivered again",
-                    delivery.message.message_id, options_.dead_letter_exchange, result.error),
-        true);
+                    delivery.message.message_id, options_.dead_letter_exchange, result.error));
   }
 
   void close() override {
@@ -189,10 +185,10 @@ class RabbitConsumer final : public brokers::Consumer {
     try {
       return std::stoull(delivery.ack_token);
     } catch (const std::exception&) {
-      throw brokers::BrokerError(
-          fmt::format("RabbitMQ consumer: ack token '{}' is not a delivery tag: pass the Delivery returned by poll()",
-                      delivery.ack_token),
-          false);
+      throw brokers::BrokerError(ErrorKind::internal,
+                                 fmt::format("RabbitMQ consumer: ack token '{}' is not a delivery "
+                                             "tag: pass the Delivery returned by poll()",
+                                             delivery.ack_token));
     }
   }
 
@@ -236,7 +232,7 @@ class RabbitConsumer final : public brokers::Consumer {
       std::string why = fmt::format("RabbitMQ consumer: {} of message {} failed: {}; the message will be redelivered",
                                     what, delivery.message.message_id, amqp_error_string2(status));
       lost(why);
-      throw brokers::BrokerError(why, true);
+      throw brokers::BrokerError(ErrorKind::unavailable, why);
     }
     outstanding_.erase(it);
   }
@@ -403,6 +399,14 @@ class RabbitConsumer final : public brokers::Consumer {
 
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url, const ConsumerOptions& options) {
   return std::make_unique<RabbitConsumer>(url, parse_endpoint(url, {}, kConsumerHeartbeat), options);
+}
+
+// The factory the broker registry calls (brokers::open_consumer).
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const brokers::Subscription& subscription) {
+  brokers::require_no_properties("the RabbitMQ consumer", subscription.properties);
+  // The queue, with its dead-letter exchange and queue, declared if missing.
+  return make_consumer(url, ConsumerOptions{.queue = subscription.source});
 }
 
 }  // namespace txbox::rabbitmq

@@ -163,4 +163,12 @@ amqp_bytes_t as_bytes(const std::string& s) noexcept {
   return b;
 }
 
+amqp_table_entry_t utf8_entry(amqp_bytes_t key, amqp_bytes_t value) noexcept {
+  amqp_table_entry_t e{};
+  e.key = key;
+  e.value.kind = AMQP_FIELD_KIND_UTF8;
+  e.value.value.bytes = value;
+  return e;
+}
+
 }  // namespace txbox::rabbitmq::detail

@@ -58,5 +58,8 @@ std::string describe(const Failure& failure);
 std::string to_string(amqp_bytes_t bytes);
 // Non-owning view of a string as amqp_bytes_t (valid while `s` lives).
 amqp_bytes_t as_bytes(const std::string& s) noexcept;
+// A UTF-8 string entry of an AMQP table (headers, arguments, client
+// properties); non-owning like as_bytes().
+amqp_table_entry_t utf8_entry(amqp_bytes_t key, amqp_bytes_t value) noexcept;
 
 }  // namespace txbox::rabbitmq::detail

@@ -35,11 +35,7 @@ namespace {
 using namespace detail;
 using brokers::Message;
 using brokers::PublishResult;
-using Clock = std::chrono::steady_clock;
-using std::chrono::milliseconds;
 
-constexpr milliseconds kBackoffMin{100};
-constexpr milliseconds kBackoffMax{5000};
 // While publishing, read what the broker sent (confirms, a channel.close,
 // connection.blocked) every this many messages or payload bytes, so a
 // closed channel or an alarm stops the batch early.
@@ -202,20 +198,6 @@ class Pool {
   bool failing_ = false;  // the last connect attempt failed: throttle to one per backoff
 };
 
-amqp_table_entry_t string_entry(const std::string& name, const std::string& value) {
-  amqp_table_entry_t e{};
-  e.key = as_bytes(name);
-  e.value.kind = AMQP_FIELD_KIND_UTF8;
-  e.value.value.bytes = as_bytes(value);
-  return e;
-}
-amqp_table_entry_t string_entry_c(const char* name, const std::string& value) {
-  amqp_table_entry_t e{};
-  e.key = amqp_cstring_bytes(name);
-  e.value.kind = AMQP_FIELD_KIND_UTF8;
-  e.value.value.bytes = as_bytes(value);
-  return e;
-}
 
 // Publishing one batch on one connection: sending, reading the broker's
 // answers into the Batch, isolation after a closed channel.
@@ -396,10 +378,10 @@ class Session {
     for (const auto& [name, value] : m.headers) {
       if (name == brokers::wire::kMessageId || name == brokers::wire::kMessageKey) continue;  // ours below
       if (name == brokers::wire::kContentType) content_type = &value;
-      entries_.push_back(string_entry(name, value));
+      entries_.push_back(utf8_entry(as_bytes(name), as_bytes(value)));
     }
-    entries_.push_back(string_entry_c(brokers::wire::kMessageId.data(), m.message_id));
-    if (m.key) entries_.push_back(string_entry_c(brokers::wire::kMessageKey.data(), *m.key));
+    entries_.push_back(utf8_entry(amqp_cstring_bytes(brokers::wire::kMessageId.data()), as_bytes(m.message_id)));
+    if (m.key) entries_.push_back(utf8_entry(amqp_cstring_bytes(brokers::wire::kMessageKey.data()), as_bytes(*m.key)));
     amqp_basic_properties_t props{};
     props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_HEADERS_FLAG;
     props.delivery_mode = probe ? AMQP_DELIVERY_NONPERSISTENT : AMQP_DELIVERY_PERSISTENT;
@@ -621,7 +603,8 @@ class RabbitPublisher final : public brokers::Publisher {
       const Failure& f = e.failure();
       if (f.cause == Cause::connection_closed && (f.code == 403 || f.code == 530)) {
         throw brokers::BrokerError(
-            fmt::format("RabbitMQ publisher for {}: {}", pool_->endpoint().display, e.what()), false);
+            ErrorKind::config,
+            fmt::format("RabbitMQ publisher for {}: {}", pool_->endpoint().display, e.what()));
       }
       spdlog::warn("RabbitMQ publisher: {} — will retry on publish", e.what());
     }

@@ -10,6 +10,7 @@
 #include <csignal>
 #include <ctime>
 #include <stdexcept>
+#include "txbox/core/error.hpp"
 
 namespace txbox::redis::detail {
 
@@ -17,7 +18,7 @@ namespace {
 constexpr const char* kForm = "expected redis://[[user]:password@]host[:port][/db][?maxlen=N&dedup_ttl=SECONDS]";
 
 [[noreturn]] void bad_url(const brokers::BrokerUrl& url, const std::string& why) {
-  throw std::invalid_argument(fmt::format("invalid Redis URL '{}': {}; {}", url.redacted, why, kForm));
+  throw txbox::UsageError(fmt::format("invalid Redis URL '{}': {}; {}", url.redacted, why, kForm));
 }
 
 timeval to_timeval(std::chrono::milliseconds timeout) {

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "txbox/brokers/wire.hpp"
+
 #include "errors.hpp"
 #include "txbox/brokers/url.hpp"
 
@@ -22,6 +24,11 @@ struct ContextDeleter {
 struct ReplyDeleter {
   void operator()(redisReply* reply) const noexcept { freeReplyObject(reply); }
 };
+// The adapter's shorthands, for both the publisher and the consumer.
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+namespace wire = brokers::wire;
+
 using ContextPtr = std::unique_ptr<redisContext, ContextDeleter>;
 using ReplyPtr = std::unique_ptr<redisReply, ReplyDeleter>;
 
@@ -37,10 +44,10 @@ struct Endpoint {
 
 // Validates a redis:// URL: one host, a numeric db path, and only the query
 // options in `allowed_query` (plus connect_timeout_ms). Throws
-// std::invalid_argument naming the problem and the expected form.
+// txbox::UsageError naming the problem and the expected form.
 Endpoint parse_endpoint(const brokers::BrokerUrl& url, std::initializer_list<std::string_view> allowed_query);
 
-// Parses a non-negative integer query option; throws std::invalid_argument.
+// Parses a non-negative integer query option; throws txbox::UsageError.
 long long query_number(const brokers::BrokerUrl& url, const std::string& name, long long fallback, long long min);
 
 // Connects with the endpoint's connect timeout (capped at `timeout`), sets

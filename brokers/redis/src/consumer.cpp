@@ -3,6 +3,7 @@
 // delivered too often.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <deque>
@@ -21,9 +22,6 @@ namespace txbox::redis {
 
 namespace {
 using namespace detail;
-namespace wire = brokers::wire;
-using Clock = std::chrono::steady_clock;
-using std::chrono::milliseconds;
 
 constexpr milliseconds kCommandTimeout{10000};
 
@@ -122,7 +120,8 @@ class RedisConsumer final : public brokers::Consumer {
     Failure failure;
     if (!connect_and_setup(failure)) {
       auto c = classify(failure, options_.stream, endpoint_.address());
-      if (c.error_class == brokers::ErrorClass::permanent) throw brokers::BrokerError(c.description, false);
+      if (c.error_class == brokers::ErrorClass::permanent)
+        throw brokers::BrokerError(ErrorKind::config, c.description);
       lost(failure);
     }
   }
@@ -155,8 +154,9 @@ class RedisConsumer final : public brokers::Consumer {
         group_ready_ = false;  // the stream or group was deleted: create it again
         drop();
       } else if (c.error_class == brokers::ErrorClass::permanent) {
-        throw brokers::BrokerError(fmt::format("Redis consumer of stream '{}': {}", options_.stream, c.description),
-                                   false);
+        throw brokers::BrokerError(
+            ErrorKind::config,
+            fmt::format("Redis consumer of stream '{}': {}", options_.stream, c.description));
       } else {
         spdlog::warn("Redis consumer of stream '{}': {}", options_.stream, c.description);
       }
@@ -201,10 +201,11 @@ class RedisConsumer final : public brokers::Consumer {
   void run_or_throw(const char* what, const brokers::Delivery& delivery, F&& f) {
     Failure failure;
     if (closed_)
-      throw brokers::BrokerError(fmt::format("Redis consumer of stream '{}' is closed: create a new one to {} "
-                                             "entry {}",
-                                             options_.stream, what, delivery.ack_token),
-                                 false);
+      throw brokers::BrokerError(
+          ErrorKind::internal,
+          fmt::format("Redis consumer of stream '{}' is closed: create a new one to {} "
+                      "entry {}",
+                      options_.stream, what, delivery.ack_token));
     if (!context_ && !connect_and_setup(failure)) {
       lost(failure);
     } else {
@@ -217,10 +218,12 @@ class RedisConsumer final : public brokers::Consumer {
       }
     }
     auto c = classify(failure, options_.stream, endpoint_.address());
-    throw brokers::BrokerError(fmt::format("{} of entry {} on stream '{}' failed: {}; the entry stays pending and "
-                                           "is delivered again",
-                                           what, delivery.ack_token, options_.stream, c.description),
-                               c.error_class != brokers::ErrorClass::permanent);
+    throw brokers::BrokerError(
+        c.error_class != brokers::ErrorClass::permanent ? ErrorKind::unavailable
+                                                        : ErrorKind::permanent,
+        fmt::format("{} of entry {} on stream '{}' failed: {}; the entry stays pending and "
+                    "is delivered again",
+                    what, delivery.ack_token, options_.stream, c.description));
   }
 
   // Sends one command; throws Failure on an I/O error or an error reply.
@@ -420,7 +423,7 @@ class RedisConsumer final : public brokers::Consumer {
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url, const ConsumerOptions& options) {
   auto endpoint = parse_endpoint(url, {});
   auto bad = [](const std::string& why) {
-    throw std::invalid_argument(fmt::format("invalid Redis consumer options: {}", why));
+    throw txbox::UsageError(fmt::format("invalid Redis consumer options: {}", why));
   };
   if (options.stream.empty()) bad("stream is empty: name the stream to read");
   if (options.group.empty()) bad("group is empty: name the consumer group");
@@ -433,6 +436,25 @@ std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url, 
   if (resolved.dead_letter_stream.empty()) resolved.dead_letter_stream = options.stream + ".dlq";
   if (resolved.dead_letter_stream == resolved.stream) bad("dead_letter_stream must differ from stream");
   return std::make_unique<RedisConsumer>(std::move(endpoint), std::move(resolved));
+}
+
+// The factory the broker registry calls (brokers::open_consumer).
+std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
+                                                 const brokers::Subscription& subscription) {
+  brokers::require_no_properties("the Redis consumer", subscription.properties);
+  ConsumerOptions options;
+  options.stream = subscription.source;
+  options.group = subscription.group;
+  options.consumer_name = subscription.member;
+  if (options.consumer_name.empty()) {
+    // Stable across restarts on this host, so a restarted consumer first
+    // reads its own pending entries (in order) instead of waiting for
+    // another member to claim them.
+    char host[256] = "consumer";
+    gethostname(host, sizeof host - 1);
+    options.consumer_name = host;
+  }
+  return make_consumer(url, options);
 }
 
 }  // namespace txbox::redis

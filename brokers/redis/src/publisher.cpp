@@ -21,9 +21,6 @@ namespace txbox::redis {
 
 namespace {
 using namespace detail;
-namespace wire = brokers::wire;
-using Clock = std::chrono::steady_clock;
-using std::chrono::milliseconds;
 
 // One call stores a chunk of a batch's messages, in order (one Lua call per
 // message cost Redis more than the writes themselves).
@@ -479,7 +476,8 @@ class RedisPublisher final : public brokers::Publisher {
       shared_->release(std::move(connection));
     } else {
       auto c = classify(failure, "", shared_->endpoint.address());
-      if (c.error_class == brokers::ErrorClass::permanent) throw brokers::BrokerError(c.description, false);
+      if (c.error_class == brokers::ErrorClass::permanent)
+        throw brokers::BrokerError(ErrorKind::config, c.description);
       shared_->report(false, c.description);
     }
   }
@@ -559,7 +557,7 @@ std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url
                                                    const brokers::Properties& properties) {
   auto endpoint = parse_endpoint(url, {"maxlen", "dedup_ttl"});
   if (!properties.empty())
-    throw std::invalid_argument(fmt::format("unknown Redis publisher property '{}': the Redis adapter takes its "
+    throw txbox::UsageError(fmt::format("unknown Redis publisher property '{}': the Redis adapter takes its "
                                             "options from the URL (?maxlen=N&dedup_ttl=SECONDS)",
                                             properties.begin()->first));
   auto maxlen = query_number(url, "maxlen", 0, 0);

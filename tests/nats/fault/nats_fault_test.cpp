@@ -21,26 +21,26 @@ namespace {
 txbox::consumer::ConsumeStats consume_into_effects(const std::string& url, const std::string& nats_url,
                                                    const std::string& subject, long long n,
                                                    std::chrono::seconds timeout = 240s) {
-  test::create_effects_table(url);
-  txbox::nats::ConsumerOptions options;
-  options.subject = subject;
-  options.durable = test::unique_name("verify");
-  options.batch = 500;
-  auto consumer = txbox::nats::make_consumer(test::nats_broker_url(nats_url), options);
-  txbox::consumer::InboxConsumer inbox_consumer(
-      *consumer, test::fast_commit(url), txbox::inbox::Inbox("verify"),
-      [](pqxx::transaction_base& tx, const txbox::brokers::Delivery& d) {
-        tx.exec0("INSERT INTO effects (message_id, message_key, payload) VALUES (" + tx.quote(d.message.message_id) +
-                 ", " + (d.message.key ? tx.quote(*d.message.key) : "NULL") + ", " + tx.quote(d.message.payload) + ")");
-      });
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  inbox_consumer.run({}, [&](const txbox::consumer::ConsumeStats& s) {
-    return static_cast<long long>(s.processed) >= n || std::chrono::steady_clock::now() > deadline;
-  });
-  while (inbox_consumer.poll_once()) {
-  }
-  consumer->close();
-  return inbox_consumer.stats();
+  return test::consume_broker_into_effects(
+      url,
+      [&] {
+        txbox::nats::ConsumerOptions options;
+        options.subject = subject;
+        options.durable = test::unique_name("verify");
+        options.batch = 500;
+        return txbox::nats::make_consumer(test::nats_broker_url(nats_url), options);
+      },
+      n, timeout);
+}
+
+// JetStream holds each of the n messages once, and consuming `subject`
+// through the inbox applies each exactly once, per key in order.
+void check_stored_once_applied_once(const std::string& url, const std::string& nats_url, const std::string& subject,
+                                    long long n) {
+  CHECK(test::JetStreamAdmin(nats_url).message_count(test::nats_stream_name(subject)) == n);
+  auto stats = consume_into_effects(url, nats_url, subject, n);
+  CHECK(stats.processed == static_cast<uint64_t>(n));
+  test::check_effects(url, n);
 }
 
 void wait_until_outbox_below(const std::string& url, long long rows, std::chrono::seconds timeout) {
@@ -55,15 +55,14 @@ TEST_CASE("nats server killed mid-drain under 3 relays and restarted: every mess
   test::PrivateNats server;
   auto url = test::create_database("natsfault");
   const auto subject = test::nats_subject("orders");
-  const auto stream = test::nats_stream_name(subject);
   test::fill_outbox(url, subject, kMessages, kKeys);
 
   std::vector<std::unique_ptr<test::Process>> relays;
   for (int i = 0; i < 3; ++i)
     relays.push_back(std::make_unique<test::Process>(
-        test::nats_relay_command(url, server.url() + "?create_streams=true",
-                                 {"--workers", "4", "--batch-size", "200", "--publish-timeout", "3000",
-                                  "--retry-base", "100", "--retry-cap", "1000"}),
+        test::relay_drain_command(url, server.url() + "?create_streams=true",
+                                  {"--workers", "4", "--batch-size", "200", "--publish-timeout", "3000",
+                                   "--retry-base", "100", "--retry-cap", "1000"}),
         "/tmp/" + subject + "-relay" + std::to_string(i) + ".log"));
   wait_until_outbox_below(url, kMessages * 3 / 4, 120s);
   server.kill();
@@ -81,25 +80,19 @@ TEST_CASE("nats server killed mid-drain under 3 relays and restarted: every mess
                                            "disconnected");
   CHECK(disconnected >= 1);
   // Everything acked by JetStream survived the crash, nothing is stored twice.
-  CHECK(test::JetStreamAdmin(server.url()).message_count(stream) == kMessages);
-
-  auto stats = consume_into_effects(url, server.url(), subject, kMessages);
-  CHECK(stats.processed == static_cast<uint64_t>(kMessages));
-  // Exactly once and, per key, first occurrences in order: the publisher's
-  // connection has no reconnect buffer and a batch stops at its first
-  // failed send, so a kill leaves a prefix of each batch in the stream.
-  test::check_effects(url, kMessages);
+  // Consumed, exactly once and, per key, first occurrences in order: the
+  // publisher's connection has no reconnect buffer and a batch stops at its
+  // first failed send, so a kill leaves a prefix of each batch in the stream.
+  check_stored_once_applied_once(url, server.url(), subject, kMessages);
 }
 
 TEST_CASE("nats: relay SIGKILLed mid-drain and restarted loses nothing, stores nothing twice", "[nats][fault]") {
   constexpr int kMessages = 20000, kKeys = 100;
   test::PrivateNats server;
   auto url = test::create_database("natskill");
-  const auto subject = test::nats_subject("orders");
-  const auto stream = test::nats_stream_name(subject);
-  test::JetStreamAdmin(server.url()).add_stream(stream, {subject});
+  const auto subject = test::JetStreamAdmin(server.url()).add_subject_with_stream("orders");
   test::fill_outbox(url, subject, kMessages, kKeys);
-  auto args = test::nats_relay_command(url, server.url(), {"--workers", "2", "--batch-size", "100"});
+  auto args = test::relay_drain_command(url, server.url(), {"--workers", "2", "--batch-size", "100"});
   {
     test::Process relay(args, "/tmp/" + subject + "-relay1.log");
     wait_until_outbox_below(url, kMessages * 3 / 4, 120s);
@@ -117,21 +110,17 @@ TEST_CASE("nats: relay SIGKILLed mid-drain and restarted loses nothing, stores n
   CHECK(test::outbox_rows(url) == 0);
   // Batches published by the killed relay but not yet deleted from the
   // outbox were published again: JetStream dropped them (Nats-Msg-Id).
-  CHECK(test::JetStreamAdmin(server.url()).message_count(stream) == kMessages);
-  auto stats = consume_into_effects(url, server.url(), subject, kMessages);
-  CHECK(stats.processed == static_cast<uint64_t>(kMessages));
-  test::check_effects(url, kMessages);
+  check_stored_once_applied_once(url, server.url(), subject, kMessages);
 }
 
 TEST_CASE("nats: consumer SIGKILLed mid-stream and restarted applies every message exactly once", "[nats][fault]") {
   constexpr int kMessages = 5000, kKeys = 50;
   test::PrivateNats server;
   auto url = test::create_database("natsconsumerkill");
-  const auto subject = test::nats_subject("billing");
-  test::JetStreamAdmin(server.url()).add_stream(test::nats_stream_name(subject), {subject});
+  const auto subject = test::JetStreamAdmin(server.url()).add_subject_with_stream("billing");
   test::fill_outbox(url, subject, kMessages, kKeys);
   {
-    test::Process relay(test::nats_relay_command(url, server.url()), "/tmp/" + subject + "-relay.log");
+    test::Process relay(test::relay_drain_command(url, server.url()), "/tmp/" + subject + "-relay.log");
     REQUIRE(relay.wait(3min) == std::optional<int>(0));
   }
   test::create_effects_table(url);

@@ -82,9 +82,8 @@ std::vector<Message> messages(const std::string& subject, int n, const std::stri
 TEST_CASE("cnats 3.4.1: a reconnect buffer of 0 refuses a publish while reconnecting, the default buffers it",
           "[nats][fault]") {
   test::PrivateNats server;
-  const auto subject = test::nats_subject("rbuf");
+  const auto subject = test::JetStreamAdmin(server.url()).add_subject_with_stream("rbuf");
   const auto stream = test::nats_stream_name(subject);
-  test::JetStreamAdmin(server.url()).add_stream(stream, {subject});
   auto unbuffered = raw_connection(server.url(), 0);
   auto buffered = raw_connection(server.url(), std::nullopt);
 
@@ -115,9 +114,8 @@ TEST_CASE("cnats 3.4.1: a reconnect buffer of 0 refuses a publish while reconnec
 TEST_CASE("nats publisher while the server is down: outage at once, probe() false, nothing stored later",
           "[nats][fault]") {
   test::PrivateNats server;
-  const auto subject = test::nats_subject("down");
+  const auto subject = test::JetStreamAdmin(server.url()).add_subject_with_stream("down");
   const auto stream = test::nats_stream_name(subject);
-  test::JetStreamAdmin(server.url()).add_stream(stream, {subject});
   auto pub = publisher(server.url());
   for (const auto& r : pub->publish(messages(subject, 10, "before"), 30s)) REQUIRE(r.confirmed);
   CHECK(pub->probe(5s));

@@ -21,7 +21,8 @@ TEST_CASE("redis: server killed mid-drain under 3 relays and restarted on the sa
   std::vector<std::unique_ptr<test::Process>> relays;
   for (int i = 0; i < 3; ++i)
     relays.push_back(std::make_unique<test::Process>(
-        rt::relay_command(url, redis.url(), {"--workers", "4", "--batch-size", "100", "--publish-timeout", "3000"}),
+        test::relay_drain_command(url, redis.url(),
+                                  {"--workers", "4", "--batch-size", "100", "--publish-timeout", "3000"}),
         log + std::to_string(i)));
   REQUIRE(test::wait_for([&] { return test::outbox_rows(url) <= kMessages * 2 / 3; }, 120s));
   redis.kill();  // SIGKILL: only what was fsynced survives, and only that was acknowledged
@@ -57,7 +58,7 @@ TEST_CASE("redis: relay SIGKILLed during a drain: the next relay finishes, dedup
   auto stream = test::unique_name("orders");
   test::fill_outbox(url, stream, kMessages, kKeys);
   auto log = "/tmp/" + stream + ".log";
-  auto command = rt::relay_command(url, redis.url(), {"--workers", "4", "--batch-size", "200"});
+  auto command = test::relay_drain_command(url, redis.url(), {"--workers", "4", "--batch-size", "200"});
   {
     test::Process relay(command, log);
     REQUIRE(test::wait_for([&] { return test::outbox_rows(url) <= kMessages / 2; }, 120s));
@@ -80,7 +81,7 @@ TEST_CASE("redis: consumer killed mid-stream and restarted: each message applied
   auto url = test::create_database("redisconsumerkill");
   auto stream = test::unique_name("orders");
   test::fill_outbox(url, stream, kMessages, kKeys);
-  REQUIRE(test::run(rt::relay_command(url, redis.url(), {"--workers", "4"}), 4min).exit_code == 0);
+  REQUIRE(test::run(test::relay_drain_command(url, redis.url(), {"--workers", "4"}), 4min).exit_code == 0);
   test::create_effects_table(url);
   auto log = "/tmp/" + stream + ".consumer.log";
   std::vector<std::string> command{std::string(TXBOX_BINARY_DIR) + "/tests/redis/txbox-test-redis-consumer",

@@ -28,9 +28,6 @@ class BrokerError : public txbox::Error {
  public:
   BrokerError(ErrorKind kind, const std::string& what, const std::string& hint = {})
       : txbox::Error(kind, what, hint) {}
-  // TRANSITIONAL: retryable = unavailable, else config.
-  BrokerError(const std::string& what, bool retryable)
-      : txbox::Error(retryable ? ErrorKind::unavailable : ErrorKind::config, what) {}
 };
 
 // Extra client properties passed through verbatim to the underlying client

@@ -35,18 +35,18 @@ namespace txbox::nats {
 // after the first such failure the rest of the batch is not sent (per-key
 // order). healthy() is false while disconnected; probe() asks the JetStream
 // API for the account info.
-// Throws std::invalid_argument naming the problem for a bad URL or option.
+// Throws txbox::UsageError naming the problem for a bad URL or option.
 std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url,
                                                    const brokers::Properties& properties = {});
 
 struct ConsumerOptions {
-  std::string stream;   // stream to bind to; empty = the stream that covers `subject`
-  std::string subject;  // filter subject (required)
-  std::string durable;  // durable consumer name; empty = "txbox-" + subject with '.' -> '_'
-  int batch = 100;      // messages fetched per pull request
+  std::string stream{};   // stream to bind to; empty = the stream that covers `subject`
+  std::string subject{};  // filter subject (required)
+  std::string durable{};  // durable consumer name; empty = "txbox-" + subject with '.' -> '_'
+  int batch = 100;        // messages fetched per pull request
   std::chrono::milliseconds ack_wait{30000};  // unacked messages are redelivered after it
   int max_deliver = 10;                       // deliveries before the server gives up
-  std::string dead_letter_subject;            // default "<subject>.dlq"
+  std::string dead_letter_subject{};          // default "<subject>.dlq"
 };
 
 // Durable pull consumer (explicit acks). poll() returns one message at a
@@ -59,7 +59,7 @@ struct ConsumerOptions {
 // stream sequence, dlq-timestamp) to the dead-letter subject (through
 // JetStream when a stream covers it, else core NATS with a warning), then
 // terminates it (no redelivery).
-// Throws std::invalid_argument for bad options, brokers::BrokerError when the
+// Throws txbox::UsageError for bad options, brokers::BrokerError when the
 // server cannot be reached or the consumer cannot be created.
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
                                                  const ConsumerOptions& options);

@@ -45,20 +45,20 @@ namespace txbox::rabbitmq {
 // Recognised URL query parameters: connect_timeout_ms (default 5000),
 // heartbeat (seconds, default 0 = off), send_timeout_ms (default 30000: a
 // send stalled that long, the broker not reading, drops the connection).
-// Throws std::invalid_argument naming what is wrong with the URL, and
+// Throws txbox::UsageError naming what is wrong with the URL, and
 // brokers::BrokerError (not retryable) when the broker refuses the login.
 std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url,
                                                    const brokers::Properties& properties = {});
 
 struct ConsumerOptions {
-  std::string queue;
+  std::string queue{};
   uint16_t prefetch = 100;  // basic.qos: unacked messages in flight to this consumer
   // Topology declared when `declare` is true:
-  std::string exchange;                   // empty: no exchange, no bindings
-  std::string exchange_type = "direct";   // direct|topic|fanout|headers
-  std::vector<std::string> binding_keys;  // empty with an exchange: binds with the queue name
-  std::string dead_letter_exchange;       // default "<queue>.dlx" (fanout)
-  std::string dead_letter_queue;          // default "<queue>.dlq"
+  std::string exchange{};                   // empty: no exchange, no bindings
+  std::string exchange_type = "direct";     // direct|topic|fanout|headers
+  std::vector<std::string> binding_keys{};  // empty with an exchange: binds with the queue name
+  std::string dead_letter_exchange{};       // default "<queue>.dlx" (fanout)
+  std::string dead_letter_queue{};          // default "<queue>.dlq"
   bool declare = true;
 };
 
@@ -72,7 +72,7 @@ struct ConsumerOptions {
 // exchange (confirmed, on a connection of its own), then acks the original;
 // when that exchange refuses it for good, it rejects the original without
 // requeue instead (the queue's own dead-lettering, x-death only).
-// Throws std::invalid_argument for a bad URL or empty queue, and
+// Throws txbox::UsageError for a bad URL or empty queue, and
 // brokers::BrokerError (not retryable) when the broker refuses the login or
 // the declared topology conflicts with an existing one.
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,

@@ -36,8 +36,8 @@ namespace txbox::redis {
 // reused. healthy() is false while the server is unreachable or refuses
 // writes as a whole (LOADING, READONLY, MISCONF, ...); probe() sends PING and
 // a write probe in one round trip.
-// `properties` are not used yet; an unknown one throws std::invalid_argument.
-// Throws std::invalid_argument naming the problem for a bad URL or option,
+// `properties` are not used yet; an unknown one throws txbox::UsageError.
+// Throws txbox::UsageError naming the problem for a bad URL or option,
 // brokers::BrokerError when the server rejects the credentials.
 std::unique_ptr<brokers::Publisher> make_publisher(const brokers::BrokerUrl& url,
                                                    const brokers::Properties& properties = {});
@@ -66,7 +66,7 @@ struct ConsumerOptions {
 // or "handler", dlq-original-position = the entry id). Reconnects by itself
 // (poll() returns nullopt while the server is unreachable). Not thread-safe:
 // one thread per consumer.
-// Throws std::invalid_argument for bad options, brokers::BrokerError when the
+// Throws txbox::UsageError for bad options, brokers::BrokerError when the
 // server rejects the credentials.
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
                                                  const ConsumerOptions& options);
