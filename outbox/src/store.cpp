@@ -209,16 +209,6 @@ std::vector<Lane> parse_lane_array(const pqxx::field& field) {
   return lanes;
 }
 
-template <typename T>
-std::string join_numbers(std::span<const T> values) {
-  std::string out = "{";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i) out += ',';
-    out += std::to_string(values[i]);
-  }
-  out += '}';
-  return out;
-}
 
 int lock_class_for(const SchemaName& schema) {
   // The default schema keeps the classes of earlier releases ("tx", "ty"),
@@ -231,41 +221,6 @@ int lock_class_for(const SchemaName& schema) {
 }
 
 }  // namespace
-
-std::string pg_array(std::span<const int64_t> values) { return join_numbers(values); }
-std::string pg_array(std::span<const Lane> values) { return join_numbers(values); }
-
-namespace {
-template <typename Strings, typename IsNull, typename Text>
-std::string text_array(const Strings& values, IsNull is_null, Text text) {
-  std::string out = "{";
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (i) out += ',';
-    if (is_null(values[i])) {
-      out += "NULL";
-      continue;
-    }
-    out += '"';
-    for (char c : text(values[i])) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  out += '}';
-  return out;
-}
-}  // namespace
-
-std::string pg_array(std::span<const std::string> values) {
-  return text_array(values, [](const std::string&) { return false; },
-                    [](const std::string& v) -> const std::string& { return v; });
-}
-
-std::string pg_array(std::span<const std::optional<std::string>> values) {
-  return text_array(values, [](const std::optional<std::string>& v) { return !v; },
-                    [](const std::optional<std::string>& v) -> const std::string& { return *v; });
-}
 
 OutboxStore::OutboxStore(pqxx::connection_base& conn, const SchemaName& schema)
     : conn_(conn), channel_(schema.wakeup_channel()), lock_class_(lock_class_for(schema)) {

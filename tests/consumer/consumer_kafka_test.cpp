@@ -182,11 +182,18 @@ TEST_CASE("graceful shutdown finishes the message in hand, commits it and leaves
   std::stop_source stop;
   {
     auto kafka = f.consumer();
-    InboxConsumer c(*kafka, f.url, txbox::inbox::Inbox("c"), [&](pqxx::transaction_base& tx, const Delivery& d) {
-      stop.request_stop();  // the signal arrives while this message is in hand
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      record(tx, d);
-    });
+    // One message a batch, so "the message in hand" is exactly one (with
+    // batches, the batch in hand is finished: consumer_batch_test).
+    txbox::consumer::InboxConsumerOptions one_at_a_time;
+    one_at_a_time.max_batch = 1;
+    InboxConsumer c(
+        *kafka, f.url, txbox::inbox::Inbox("c"),
+        [&](pqxx::transaction_base& tx, const Delivery& d) {
+          stop.request_stop();  // the signal arrives while this message is in hand
+          std::this_thread::sleep_for(std::chrono::milliseconds(500));
+          record(tx, d);
+        },
+        one_at_a_time);
     auto stats = c.run(stop.get_token());
     CHECK(stats.processed == 1);
     kafka->close();

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <map>
 #include <mutex>
 
 #include "errors.hpp"
@@ -59,6 +60,7 @@ class KafkaConsumer final : public brokers::Consumer {
     }
     install_log_callback(conf.get());
     rd_kafka_conf_set_error_cb(conf.get(), &KafkaConsumer::on_error);
+    rd_kafka_conf_set_offset_commit_cb(conf.get(), &KafkaConsumer::on_offset_commit);
     rd_kafka_conf_set_opaque(conf.get(), this);
     rk_ = create_client(RD_KAFKA_CONSUMER, std::move(conf), "consumer");
     rd_kafka_poll_set_consumer(rk_.get());
@@ -152,6 +154,12 @@ class KafkaConsumer final : public brokers::Consumer {
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       err = offsets->elems[0].err;
     }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      // close() must not commit an older offset of this partition again.
+      std::lock_guard lock(close_mutex_);
+      if (auto it = acked_async_.find({delivery.source, delivery.partition}); it != acked_async_.end())
+        it->second = std::max(it->second, delivery.offset + 1);
+    }
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       const bool retryable = classify(err) == brokers::ErrorClass::transient;
       throw brokers::BrokerError(
@@ -167,10 +175,45 @@ class KafkaConsumer final : public brokers::Consumer {
     }
   }
 
+  // The highest offset of each partition in one asynchronous commit: the
+  // caller has committed their effects already, and a commit that is lost
+  // only means redeliveries, which the inbox skips. A failed asynchronous
+  // commit is logged by on_offset_commit.
+  void ack_batch(std::span<const Delivery> deliveries) override {
+    if (deliveries.empty()) return;
+    if (closed_.load()) {
+      throw brokers::BrokerError(ErrorKind::internal, "Kafka consumer is closed: cannot ack after close()");
+    }
+    NextOffsets next_offsets;
+    for (const auto& d : deliveries) {
+      auto& next = next_offsets[{d.source, d.partition}];
+      next = std::max(next, d.offset + 1);
+    }
+    {
+      std::lock_guard lock(close_mutex_);
+      for (const auto& [partition, next] : next_offsets) acked_async_[partition] = next;
+    }
+    if (const rd_kafka_resp_err_t err = rd_kafka_commit(rk_.get(), partition_list(next_offsets).get(), 1 /* asynchronous */)) {
+      throw brokers::BrokerError(ErrorKind::unavailable,
+                                 fmt::format("could not commit the offsets of {} deliveries for consumer group "
+                                             "'{}': {}; they may be delivered again",
+                                             deliveries.size(), group_id_, rd_kafka_err2str(err)));
+    }
+  }
+
   void close() override {
     std::lock_guard lock(close_mutex_);
     if (closed_.exchange(true)) {
       return;
+    }
+    // Asynchronous commits may still be on their way: commit the acked
+    // offsets once more, synchronously, so the next member of the group
+    // starts after them.
+    if (!acked_async_.empty()) {
+      if (const rd_kafka_resp_err_t err = rd_kafka_commit(rk_.get(), partition_list(acked_async_).get(), 0))
+        spdlog::warn("Kafka consumer group '{}': the last offset commit failed: {}; those messages may be delivered "
+                     "again (the inbox skips them)",
+                     group_id_, rd_kafka_err2str(err));
     }
     if (const rd_kafka_resp_err_t err = rd_kafka_consumer_close(rk_.get())) {
       spdlog::warn("Kafka consumer group '{}': close failed: {}", group_id_, rd_kafka_err2str(err));
@@ -239,7 +282,28 @@ class KafkaConsumer final : public brokers::Consumer {
     self->log_transient(static_cast<rd_kafka_resp_err_t>(err), reason ? reason : "");
   }
 
+  // The outcome of an asynchronous commit (ack_batch), served by poll().
+  static void on_offset_commit(rd_kafka_t* /*rk*/, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t* /*offsets*/, void* opaque) noexcept {
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET) return;
+    try {
+      spdlog::warn("Kafka consumer group '{}': an offset commit failed: {}; those messages may be delivered "
+                   "again (the inbox skips them)",
+                   static_cast<KafkaConsumer*>(opaque)->group_id_, rd_kafka_err2str(err));
+    } catch (...) {  // no exception crosses the C callback
+    }
+  }
+
+  using NextOffsets = std::map<std::pair<std::string, int32_t>, int64_t>;
+  static PartitionListPtr partition_list(const NextOffsets& next_offsets) {
+    PartitionListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(next_offsets.size())));
+    for (const auto& [partition, next] : next_offsets)
+      rd_kafka_topic_partition_list_add(list.get(), partition.first.c_str(), partition.second)->offset = next;
+    return list;
+  }
+
   std::string group_id_;
+  NextOffsets acked_async_;  // guarded by close_mutex_
   std::atomic<rd_kafka_resp_err_t> last_error_{RD_KAFKA_RESP_ERR_NO_ERROR};
   std::atomic<bool> closed_{false};
   std::mutex close_mutex_;

@@ -172,6 +172,16 @@ class RedisConsumer final : public brokers::Consumer {
     });
   }
 
+  // One XACK with every entry id (all from this consumer's stream).
+  void ack_batch(std::span<const brokers::Delivery> deliveries) override {
+    if (deliveries.empty()) return;
+    run_or_throw("ack", deliveries.front(), [&] {
+      std::vector<std::string> argv{"XACK", options_.stream, options_.group};
+      for (const auto& d : deliveries) argv.push_back(d.ack_token);
+      (void)checked(argv);
+    });
+  }
+
   bool dead_letter(const brokers::Delivery& delivery, const std::string& reason) override {
     run_or_throw("dead-lettering", delivery, [&] {
       move_to_dead_letters(delivery.ack_token, to_fields(delivery.message),

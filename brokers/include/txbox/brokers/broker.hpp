@@ -129,6 +129,15 @@ class Consumer {
   // returns only once the broker accepted the ack; throws BrokerError otherwise.
   virtual void ack(const Delivery& delivery) = 0;
 
+  // Acknowledges many deliveries in the broker's bulk form where it has one
+  // (Kafka: the highest offset of each partition in one commit; Redis: one
+  // XACK per stream); by default one ack() each. Kafka's commit is
+  // cumulative: pass only deliveries whose partition has nothing unsettled
+  // before them. Throws BrokerError like ack().
+  virtual void ack_batch(std::span<const Delivery> deliveries) {
+    for (const auto& delivery : deliveries) ack(delivery);
+  }
+
   // Adapter-native dead-lettering of a message the consumer gives up on:
   // RabbitMQ rejects it to the queue's dead-letter exchange, NATS publishes
   // it to the dead-letter subject and terminates it, Redis adds it to the

@@ -1,17 +1,33 @@
 #pragma once
 // txbox::consumer — feeds a broker consumer's messages through the inbox.
 //
-// For each message: open a transaction, record the message id in the inbox,
-// run the handler in that transaction, commit, and only then ack the message
-// to the broker (for Kafka: commit the offset). A crash between the commit
-// and the ack means a redelivery, which the inbox reports as a duplicate and
-// acks without running the handler again.
+// Batches: take up to `max_batch` deliveries (the batch closes as soon as
+// the broker has nothing more ready, or after `max_batch_wait`), find the
+// duplicates among them with one statement, run the handler for the new ones
+// in ONE transaction with a savepoint per message, commit once, and only
+// then acknowledge the batch in the broker's bulk form (for Kafka: commit
+// the offsets). A crash between the commit and the acks means redeliveries,
+// which the inbox reports as duplicates and acks without running the
+// handler again.
+//
+// The batch runs under one savepoint; when a handler throws, the batch's
+// work is rolled back and run again with a savepoint per message (so a
+// handler may run more than once for one commit: keep effects outside the
+// transaction idempotent, as they must be anyway). A handler that throws
+// then rolls back only its own message; that message and
+// the later messages of its key in the batch (so a key's effects keep their
+// order) are then retried one at a time with backoff, and dead-lettered
+// after max_attempts, as before batching. Acks of a partition wait until
+// its earlier messages are settled.
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <deque>
 #include <optional>
+#include <span>
+#include <vector>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -29,6 +45,12 @@ namespace txbox::consumer {
 using MessageHandler =
     std::function<void(pqxx::transaction_base& tx, const brokers::Delivery& delivery)>;
 
+// For set-based work: the new (not duplicate) deliveries of a batch, in
+// broker order, in one call inside the batch's transaction. If it throws,
+// the batch's work rolls back and each message is run alone (a batch of one,
+// in its own savepoint) to find the one that fails.
+using BatchHandler = std::function<void(pqxx::transaction_base& tx, std::span<const brokers::Delivery> deliveries)>;
+
 // A handler error that retrying cannot fix (malformed payload, unknown
 // event type): the message goes to the dead-letter topic without retries.
 class PermanentError : public std::runtime_error {
@@ -37,6 +59,12 @@ class PermanentError : public std::runtime_error {
 
 struct InboxConsumerOptions {
   std::chrono::milliseconds poll_timeout{200};
+  // Deliveries handled in one database transaction and acknowledged
+  // together. 1 = one transaction and one ack per message.
+  int max_batch = 100;
+  // How long a batch may wait for more deliveries after its first; 0 = only
+  // what the broker has ready, so batching adds no waiting at low load.
+  std::chrono::milliseconds max_batch_wait{0};
   // Delay between attempts of a message whose handler threw: exponential
   // from retry_base up to retry_cap.
   std::chrono::milliseconds retry_base{200};
@@ -71,15 +99,19 @@ class InboxConsumer {
  public:
   InboxConsumer(brokers::Consumer& consumer, std::string database_url, inbox::Inbox inbox,
                 MessageHandler handler, InboxConsumerOptions options = {});
+  InboxConsumer(brokers::Consumer& consumer, std::string database_url, inbox::Inbox inbox,
+                BatchHandler handler, InboxConsumerOptions options = {});
   ~InboxConsumer();
 
-  // Processes at most one message: the one whose handler failed last time,
-  // else the next one from the broker. Returns nullopt when no message came
-  // within the poll timeout. A handler exception propagates after the
-  // rollback and the message stays pending for the next call, unless it was
-  // permanent or the last allowed attempt: then the message is published to
-  // the dead-letter topic and acked. The ack (offset commit) happens only
-  // after the inbox transaction or the dead-letter publish succeeded.
+  // Processes the message whose handler failed last time (and the others
+  // waiting behind it), one per call; else the next batch from the broker.
+  // Returns the outcome of the last message handled, nullopt when none came
+  // within the poll timeout. A handler exception of a retried message
+  // propagates after the rollback and the message stays pending for the
+  // next call, unless it was permanent or the last allowed attempt: then the
+  // message is published to the dead-letter topic and acked. Acks (offset
+  // commits) happen only after the inbox transaction or the dead-letter
+  // publish succeeded.
   std::optional<Result> poll_once();
 
   // Loops over poll_once until `stop` is requested or `until` returns true
@@ -91,18 +123,34 @@ class InboxConsumer {
   const ConsumeStats& stats() const noexcept { return stats_; }
 
  private:
+  struct Pending {
+    brokers::Delivery delivery;
+    int attempts = 0;  // handler attempts so far, earlier deliveries included
+    // Set when the handler threw PermanentError in the batch: dead-letter
+    // without running it again.
+    std::optional<std::string> permanent_error;
+  };
+
   pqxx::connection& connection();
+  std::vector<brokers::Delivery> next_batch();
+  std::optional<Result> process_batch(std::vector<brokers::Delivery> batch);
+  std::optional<Result> process_pending();
+  void settle_pending_front();
+  bool dead_letter(const Pending& pending, const std::string& error);
 
   brokers::Consumer& consumer_;
   std::string database_url_;
   inbox::Inbox inbox_;
   MessageHandler handler_;
+  BatchHandler batch_handler_;
   InboxConsumerOptions options_;
   std::unique_ptr<pqxx::connection> conn_;
-  bool dead_letter(const brokers::Delivery& delivery, const std::string& error);
 
-  std::optional<brokers::Delivery> pending_;
-  int pending_attempts_ = 0;
+  // Messages to handle one at a time, in order, before the next batch.
+  std::deque<Pending> pending_;
+  // Committed deliveries whose ack waits for an earlier pending message of
+  // their partition.
+  std::vector<brokers::Delivery> held_acks_;
   ConsumeStats stats_;
 };
 

@@ -7,7 +7,9 @@
 
 #include <functional>
 #include <string>
+#include <span>
 #include <string_view>
+#include <vector>
 
 #include "txbox/core/schema_name.hpp"
 
@@ -57,13 +59,22 @@ class Inbox {
   Outcome process(pqxx::transaction_base& tx, std::string_view message_id,
                   const Handler& handler) const;
 
+  // Batches (one statement each, in the caller's transaction):
+  // claim() records every id not yet recorded and returns, per id, whether
+  // it is new (false: processed before, being processed by a concurrent
+  // transaction that then commits, or an earlier copy in `ids`); release()
+  // removes ids claimed in this transaction whose handling was rolled back,
+  // so a redelivery runs them again.
+  std::vector<bool> claim(pqxx::transaction_base& tx, std::span<const std::string> ids) const;
+  void release(pqxx::transaction_base& tx, std::span<const std::string> ids) const;
+
   // Whether this consumer has processed (committed) the message id.
   bool seen(pqxx::transaction_base& tx, std::string_view message_id) const;
 
  private:
   std::string consumer_;
   InboxOptions options_;
-  std::string insert_sql_, seen_sql_;
+  std::string insert_sql_, seen_sql_, claim_sql_, release_sql_;
 };
 
 }  // namespace txbox::inbox

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "txbox/core/pg_array.hpp"
 #include "txbox/core/schema_name.hpp"
 
 namespace pqxx {
@@ -177,10 +178,7 @@ class OutboxStore {
   int lock_class_;
 };
 
-// PostgreSQL array literals for statement parameters ("{1,2}", "{\"a\",NULL}").
-std::string pg_array(std::span<const int64_t> values);
-std::string pg_array(std::span<const Lane> values);
-std::string pg_array(std::span<const std::string> values);
-std::string pg_array(std::span<const std::optional<std::string>> values);  // nullopt = NULL
+// PostgreSQL array literals for statement parameters (txbox/core/pg_array.hpp).
+using txbox::pg_array;
 
 }  // namespace txbox::outbox
