@@ -67,9 +67,7 @@ Delivery delivery(int64_t offset, const std::string& id, const std::string& key)
 std::string prepared_database() {
   auto url = test::create_database("batch");
   pqxx::connection conn(url);
-  pqxx::work tx(conn);
-  tx.exec0("CREATE TABLE effects (seq bigserial, message_id text)");
-  tx.commit();
+  pqxx::nontransaction(conn).exec0("CREATE TABLE effects (seq bigserial, message_id text)");
   return url;
 }
 
