@@ -1034,9 +1034,19 @@ Relay::Relay(RelayOptions options, std::shared_ptr<brokers::Publisher> publisher
   // connects to the broker unless the database is ready.
   if (!publisher) brokers::check_broker_url(options.broker_url);
   state_->conninfo = relay_conninfo(options.database_url, kApplicationName);
-  {
-    pqxx::connection conn(state_->conninfo.conninfo);
-    outbox::require_schema(conn, options.schema);
+  // A statement cancelled or deadlocked here is retried like the workers'
+  // (a few times: a database that keeps refusing is reported at start);
+  // an unreachable database or a missing schema is reported at once.
+  for (int attempt = 1;; ++attempt) {
+    try {
+      pqxx::connection conn(state_->conninfo.conninfo);
+      outbox::require_schema(conn, options.schema);
+      break;
+    } catch (const pqxx::failure& e) {
+      if (attempt >= 20 || classify(e) != DbFailure::retry) throw;
+      spdlog::warn("checking the txbox schema failed, retrying: {}", describe(e));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50 * attempt));
+    }
   }
   state_->publisher = publisher ? std::move(publisher)
                                 : brokers::open_publisher(options.broker_url, options.broker_properties);
