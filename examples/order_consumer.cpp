@@ -20,6 +20,7 @@ constexpr const char* kCustomerTotalsTable =
 int main(int argc, char** argv) {
   std::string database_url, broker_url, topic = "orders", group = "billing";
   int expect = 0, timeout_s = 120;
+  txbox::consumer::InboxConsumerOptions options;
   CLI::App app{"Example consumer: order events -> customer totals, deduplicated by the txbox inbox"};
   example::add_database_url_option(app, database_url);
   app.add_option("--broker-url", broker_url, "kafka://host:port, amqp://..., nats://..., redis://...")->required();
@@ -27,6 +28,12 @@ int main(int argc, char** argv) {
   app.add_option("--group", group, "consumer group and inbox consumer name");
   app.add_option("--expect", expect, "stop after this many messages processed (0 = run until timeout)");
   app.add_option("--timeout", timeout_s, "give up after this many seconds");
+  app.add_option("--max-batch", options.max_batch, "events applied in one transaction (1 = one at a time)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--workers", options.workers, "lanes applying different customers' events in parallel")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -40,7 +47,8 @@ int main(int argc, char** argv) {
               "INSERT INTO customer_totals VALUES ({0}, 1, {1}) ON CONFLICT (customer) DO UPDATE SET "
               "orders = customer_totals.orders + 1, amount_cents = customer_totals.amount_cents + {1}",
               tx.quote(event.at("customer").get<std::string>()), event.at("amount_cents").get<long long>()));
-        });
+        },
+        options);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
     auto stats = inbox_consumer.run({}, [&](const txbox::consumer::ConsumeStats& s) {
       return (expect > 0 && s.processed >= static_cast<uint64_t>(expect)) ||

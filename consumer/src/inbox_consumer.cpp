@@ -4,13 +4,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <map>
-#include <set>
 #include <condition_variable>
+#include <functional>
+#include <future>
 #include <mutex>
-#include <pqxx/pqxx>
+#include <thread>
 
-#include "txbox/brokers/wire.hpp"
+#include "ack_order.hpp"
+#include "lane.hpp"
 
 namespace txbox::consumer {
 
@@ -19,14 +20,32 @@ std::string dedup_id(const brokers::Delivery& delivery) {
   return fmt::format("{}/{}/{}", delivery.source, delivery.partition, delivery.offset);
 }
 
-InboxConsumer::InboxConsumer(brokers::Consumer& consumer, std::string database_url,
-                             inbox::Inbox inbox, MessageHandler handler,
-                             InboxConsumerOptions options)
+// The single lane's settlement: straight to the broker consumer, on the
+// caller's thread.
+class InboxConsumer::DirectSettlement : public detail::Settlement {
+ public:
+  explicit DirectSettlement(brokers::Consumer& consumer) : consumer_(consumer) {}
+  void ack(std::vector<brokers::Delivery> deliveries) override {
+    if (!deliveries.empty()) consumer_.ack_batch(deliveries);
+  }
+  bool dead_letter(const brokers::Delivery& delivery, const std::string& reason) override {
+    return consumer_.dead_letter(delivery, reason);
+  }
+
+ private:
+  brokers::Consumer& consumer_;
+};
+
+InboxConsumer::InboxConsumer(brokers::Consumer& consumer, std::string database_url, inbox::Inbox inbox,
+                             MessageHandler handler, InboxConsumerOptions options)
     : consumer_(consumer),
       database_url_(std::move(database_url)),
       inbox_(std::move(inbox)),
       handler_(std::move(handler)),
-      options_(options) {}
+      options_(options),
+      settlement_(std::make_unique<DirectSettlement>(consumer)),
+      lane_(std::make_unique<detail::Lane>(database_url_, inbox_, detail::Handlers{handler_, {}}, options_,
+                                           *settlement_)) {}
 
 InboxConsumer::InboxConsumer(brokers::Consumer& consumer, std::string database_url, inbox::Inbox inbox,
                              BatchHandler handler, InboxConsumerOptions options)
@@ -34,260 +53,56 @@ InboxConsumer::InboxConsumer(brokers::Consumer& consumer, std::string database_u
       database_url_(std::move(database_url)),
       inbox_(std::move(inbox)),
       batch_handler_(std::move(handler)),
-      options_(options) {}
+      options_(options),
+      settlement_(std::make_unique<DirectSettlement>(consumer)),
+      lane_(std::make_unique<detail::Lane>(database_url_, inbox_, detail::Handlers{{}, batch_handler_}, options_,
+                                           *settlement_)) {}
 
 InboxConsumer::~InboxConsumer() = default;
 
-pqxx::connection& InboxConsumer::connection() {
-  if (!conn_ || !conn_->is_open()) conn_ = std::make_unique<pqxx::connection>(database_url_);
-  return *conn_;
-}
+namespace {
 
-std::optional<Result> InboxConsumer::poll_once() {
-  if (!pending_.empty()) return process_pending();
-  auto batch = next_batch();
-  if (batch.empty()) return std::nullopt;
-  return process_batch(std::move(batch));
-}
-
-std::vector<brokers::Delivery> InboxConsumer::next_batch() {
+// Up to `max_batch` deliveries: the first waits up to `first_wait`, the
+// others only while the source has them ready (or until `max_batch_wait`).
+template <typename Next>
+std::vector<brokers::Delivery> collect_batch(const InboxConsumerOptions& options, const Next& next) {
   std::vector<brokers::Delivery> batch;
-  auto first = consumer_.poll(options_.poll_timeout);
+  auto first = next(options.poll_timeout);
   if (!first) return batch;
   batch.push_back(std::move(*first));
-  const auto deadline = std::chrono::steady_clock::now() + options_.max_batch_wait;
-  while (static_cast<int>(batch.size()) < std::max(1, options_.max_batch)) {
+  const auto deadline = std::chrono::steady_clock::now() + options.max_batch_wait;
+  while (static_cast<int>(batch.size()) < std::max(1, options.max_batch)) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    auto next = consumer_.poll(std::max(left, std::chrono::milliseconds(0)));
-    if (!next) break;  // the broker has nothing more ready
-    batch.push_back(std::move(*next));
+    auto more = next(std::max(left, std::chrono::milliseconds(0)));
+    if (!more) break;  // the source has nothing more ready
+    batch.push_back(std::move(*more));
   }
   return batch;
 }
 
-namespace {
-using PartitionKey = std::pair<std::string, int32_t>;
-
-// SAVEPOINT ... RELEASE, or ROLLBACK TO when the work throws. Written out
-// rather than pqxx::subtransaction: libpqxx 6.4 issues a subtransaction's
-// SAVEPOINT lazily and exec_params() does not trigger it, so a handler's
-// parameterised statements would not be rolled back.
-template <typename Work>
-void in_savepoint(pqxx::transaction_base& tx, const Work& work) {
-  tx.exec0("SAVEPOINT txbox_handler");
-  try {
-    work();
-  } catch (...) {
-    tx.exec0("ROLLBACK TO SAVEPOINT txbox_handler");
-    throw;
-  }
-  tx.exec0("RELEASE SAVEPOINT txbox_handler");
+ConsumeStats& operator+=(ConsumeStats& sum, const ConsumeStats& s) {
+  sum.processed += s.processed;
+  sum.duplicates += s.duplicates;
+  sum.failures += s.failures;
+  sum.dead_lettered += s.dead_lettered;
+  return sum;
 }
-PartitionKey partition_of(const brokers::Delivery& d) { return {d.source, d.partition}; }
+
 }  // namespace
 
-std::optional<Result> InboxConsumer::process_batch(std::vector<brokers::Delivery> batch) {
-  const size_t n = batch.size();
-  std::vector<std::string> ids;
-  for (const auto& d : batch) ids.push_back(dedup_id(d));
-  // Handled later, one at a time: a message whose handler threw, and the
-  // later messages of its key.
-  std::vector<bool> later(n, false), tried(n, false), fresh;
-  std::vector<std::optional<std::string>> give_up(n);
-  size_t fresh_count = 0, failed = 0;
-  try {
-    pqxx::work tx(connection(), "txbox_inbox_batch");
-    fresh = inbox_.claim(tx, ids);
-    std::vector<size_t> todo;
-    for (size_t i = 0; i < n; ++i)
-      if (fresh[i]) todo.push_back(i);
-    fresh_count = todo.size();
-    // Optimistically every new message under one savepoint (two round
-    // trips a batch); only when a handler throws is the batch run again
-    // with a savepoint per message, to roll back just the failing ones.
-    bool done = todo.empty();
-    if (todo.size() > 1) {
-      try {
-        in_savepoint(tx, [&] {
-          if (batch_handler_ && todo.size() == n) {
-            batch_handler_(tx, batch);  // no duplicates: the batch as it came
-          } else if (batch_handler_) {
-            std::vector<brokers::Delivery> fresh_deliveries;
-            for (size_t i : todo) fresh_deliveries.push_back(batch[i]);
-            batch_handler_(tx, fresh_deliveries);
-          } else {
-            for (size_t i : todo) handler_(tx, batch[i]);
-          }
-        });
-        done = true;
-      } catch (const pqxx::broken_connection&) {
-        throw;
-      } catch (const std::exception& e) {
-        if (todo.size() > 1)
-          spdlog::warn("consumer '{}': a batch of {} messages failed, running them one at a time: {}",
-                       inbox_.consumer(), todo.size(), e.what());
-      }
-    }
-    std::set<std::string> blocked_keys;
-    for (size_t i : done ? std::vector<size_t>{} : todo) {
-      const auto& d = batch[i];
-      if (d.message.key && blocked_keys.contains(*d.message.key)) {
-        later[i] = true;
-        continue;
-      }
-      try {
-        in_savepoint(tx, [&] {
-          if (handler_) handler_(tx, d);
-          else batch_handler_(tx, std::span(&d, 1));
-        });
-      } catch (const pqxx::broken_connection&) {
-        throw;
-      } catch (const std::exception& e) {
-        spdlog::warn("consumer '{}': message {} failed, retrying it alone: {}", inbox_.consumer(), ids[i], e.what());
-        later[i] = true;
-        tried[i] = true;
-        // No retry can fix it: dead-lettered without running again.
-        if (dynamic_cast<const PermanentError*>(&e)) give_up[i] = e.what();
-        ++failed;
-        if (d.message.key) blocked_keys.insert(*d.message.key);
-      }
-    }
-    std::vector<std::string> released;
-    for (size_t i = 0; i < n; ++i)
-      if (later[i]) released.push_back(ids[i]);
-    inbox_.release(tx, released);
-    tx.commit();
-  } catch (const std::exception&) {
-    // The database failed, not a message: the whole batch waits for its
-    // retry, one message at a time, without counting attempts.
-    conn_.reset();
-    for (auto& d : batch) {
-      const int earlier = std::max(0, d.delivery_attempt - 1);
-      pending_.push_back({std::move(d), earlier, std::nullopt});
-    }
-    ++stats_.failures;
-    throw;
-  }
-  // Committed: from here a crash only causes duplicates. Acks of a
-  // partition stop before its first message handled later.
-  std::map<PartitionKey, int64_t> first_later;
-  for (size_t i = 0; i < n; ++i)
-    if (later[i]) {
-      auto [it, inserted] = first_later.emplace(partition_of(batch[i]), batch[i].offset);
-      if (!inserted) it->second = std::min(it->second, batch[i].offset);
-    }
-  std::vector<brokers::Delivery> ack_now;
-  std::optional<Result> last;
-  for (size_t i = 0; i < n; ++i) {
-    if (later[i]) continue;
-    auto held = first_later.find(partition_of(batch[i]));
-    last = fresh[i] ? Result::processed : Result::duplicate;
-    // Each delivery ends in exactly one place (acked now, held, or pending):
-    // moved, not copied, on this hot path.
-    if (held != first_later.end() && batch[i].offset > held->second) held_acks_.push_back(std::move(batch[i]));
-    else ack_now.push_back(std::move(batch[i]));
-  }
-  stats_.processed += fresh_count - std::count(later.begin(), later.end(), true);
-  stats_.duplicates += n - fresh_count;
-  stats_.failures += failed;
-  for (size_t i = 0; i < n; ++i)
-    if (later[i]) {
-      // The batch's failed attempt counts; a message that only waited behind
-      // its key's failure has not been tried yet.
-      const int earlier = std::max(0, batch[i].delivery_attempt - 1);
-      pending_.push_back({std::move(batch[i]), earlier + (tried[i] ? 1 : 0), give_up[i]});
-    }
-  consumer_.ack_batch(ack_now);
-  // Every message was set aside: go on with the first, so that nullopt
-  // keeps meaning "nothing came".
-  if (!last) return process_pending();
-  return last;
+std::optional<Result> InboxConsumer::poll_once() {
+  struct Sync {  // the lane's stats, also when it throws
+    InboxConsumer& self;
+    ~Sync() { self.stats_ = self.lane_->stats(); }
+  } sync{*this};
+  if (lane_->has_pending()) return lane_->process_pending();
+  auto batch = collect_batch(options_, [&](std::chrono::milliseconds timeout) { return consumer_.poll(timeout); });
+  if (batch.empty()) return std::nullopt;
+  return lane_->process_batch(std::move(batch));
 }
 
-std::optional<Result> InboxConsumer::process_pending() {
-  Pending& pending = pending_.front();
-  const brokers::Delivery& delivery = pending.delivery;
-  inbox::Outcome outcome;
-  try {
-    if (pending.permanent_error) throw PermanentError(*pending.permanent_error);
-    ++pending.attempts;
-    outcome = inbox_.process(connection(), dedup_id(delivery), [&](pqxx::transaction_base& tx) {
-      if (handler_) handler_(tx, delivery);
-      else batch_handler_(tx, std::span(&delivery, 1));
-    });
-  } catch (const pqxx::broken_connection&) {
-    // The database, not the message, failed: retried without counting.
-    conn_.reset();
-    --pending.attempts;
-    ++stats_.failures;
-    throw;
-  } catch (const std::exception& e) {
-    // A permanent error from the batch was counted there.
-    if (!pending.permanent_error) ++stats_.failures;
-    bool permanent = dynamic_cast<const PermanentError*>(&e) != nullptr;
-    if (permanent || pending.attempts >= options_.max_attempts) {
-      // The broker's own dead-letter mechanism first; else "<source>.dlq".
-      // The adapters write the handler attempts made as dlq-attempts.
-      brokers::Delivery attempted = delivery;
-      attempted.delivery_attempt = pending.attempts;
-      bool settled = consumer_.dead_letter(attempted, e.what());
-      if (!settled && options_.dead_letter_publisher && dead_letter(pending, e.what())) {
-        consumer_.ack(delivery);
-        settled = true;
-      }
-      if (settled) {
-        settle_pending_front();
-        ++stats_.dead_lettered;
-        return Result::dead_lettered;
-      }
-    }
-    throw;
-  }
-  // The inbox row is committed: from here a crash only causes a duplicate.
-  consumer_.ack(delivery);
-  settle_pending_front();
-  if (outcome == inbox::Outcome::processed) {
-    ++stats_.processed;
-    return Result::processed;
-  }
-  ++stats_.duplicates;
-  return Result::duplicate;
-}
-
-void InboxConsumer::settle_pending_front() {
-  pending_.pop_front();
-  if (!pending_.empty() || held_acks_.empty()) return;
-  // Nothing of theirs is unsettled any more.
-  consumer_.ack_batch(held_acks_);
-  held_acks_.clear();
-}
-
-bool InboxConsumer::dead_letter(const Pending& pending, const std::string& error) {
-  const brokers::Delivery& delivery = pending.delivery;
-  brokers::Message letter = delivery.message;
-  letter.destination = delivery.source + ".dlq";
-  brokers::wire::add_dead_letter_headers(
-      letter.headers,
-      {.error = error,
-       .error_class = std::string(brokers::wire::kClassHandler),
-       .attempts = pending.attempts,
-       .original_destination = delivery.source,
-       .original_position = fmt::format("{}/{}", delivery.partition, delivery.offset)});
-  auto results = options_.dead_letter_publisher->publish(std::span(&letter, 1), options_.dead_letter_timeout);
-  if (results.empty() || !results[0].confirmed) {
-    spdlog::error("consumer '{}': could not publish message {} to {}: {}; it stays unacked and is retried",
-                  inbox_.consumer(), dedup_id(delivery), letter.destination,
-                  results.empty() ? "no result" : results[0].error);
-    return false;
-  }
-  spdlog::error("consumer '{}': message {} from {}[{}]@{} sent to {} after {} attempt(s): {}", inbox_.consumer(),
-                dedup_id(delivery), delivery.source, delivery.partition, delivery.offset, letter.destination,
-                pending.attempts, error);
-  return true;
-}
-
-ConsumeStats InboxConsumer::run(std::stop_token stop,
-                                const std::function<bool(const ConsumeStats&)>& until) {
+ConsumeStats InboxConsumer::run(std::stop_token stop, const std::function<bool(const ConsumeStats&)>& until) {
+  if (options_.workers > 1) return run_lanes(stop, until);
   std::chrono::milliseconds delay = options_.retry_base;
   std::mutex mutex;
   std::condition_variable_any cv;
@@ -296,14 +111,247 @@ ConsumeStats InboxConsumer::run(std::stop_token stop,
       poll_once();
       delay = options_.retry_base;
     } catch (const std::exception& e) {
-      spdlog::warn("consumer '{}': message {} failed, retrying in {} ms: {}", inbox_.consumer(),
-                   pending_.empty() ? std::string("?") : dedup_id(pending_.front().delivery), delay.count(),
-                   e.what());
+      spdlog::warn("consumer '{}': message {} failed, retrying in {} ms: {}", inbox_.consumer(), lane_->pending_id(),
+                   delay.count(), e.what());
       std::unique_lock lock(mutex);
       cv.wait_for(lock, stop, delay, [] { return false; });
       delay = std::min(options_.retry_cap, delay * 2);
     }
   }
+  return stats_;
+}
+
+namespace {
+
+// What the dispatcher and the lanes share, under one mutex.
+struct LaneBoard {
+  struct DeadLetterRequest {
+    const brokers::Delivery* delivery;
+    const std::string* reason;
+    std::promise<bool> settled;
+  };
+  struct Slot {
+    std::deque<brokers::Delivery> queue;  // dispatched, not yet taken by the lane
+    std::condition_variable wake;         // work queued, or stop
+    ConsumeStats stats;                   // the lane's, as of its last batch
+    bool finished = false;
+  };
+
+  explicit LaneBoard(size_t lanes) : slots(lanes) {}
+  std::mutex mutex;
+  std::condition_variable dispatcher_wake;  // settled deliveries, a request, room in a queue, a lane finished
+  std::deque<Slot> slots;  // a deque: slots do not move
+  std::vector<brokers::Delivery> settled;
+  std::vector<DeadLetterRequest*> dead_letter_requests;
+  bool stopping = false;
+};
+
+// A lane's settlement with several lanes: handed to the dispatcher thread,
+// which owns the broker consumer.
+class DispatchedSettlement : public detail::Settlement {
+ public:
+  explicit DispatchedSettlement(LaneBoard& board) : board_(board) {}
+  void ack(std::vector<brokers::Delivery> deliveries) override {
+    if (deliveries.empty()) return;
+    {
+      std::lock_guard lock(board_.mutex);
+      std::move(deliveries.begin(), deliveries.end(), std::back_inserter(board_.settled));
+    }
+    board_.dispatcher_wake.notify_one();
+  }
+  bool dead_letter(const brokers::Delivery& delivery, const std::string& reason) override {
+    LaneBoard::DeadLetterRequest request{&delivery, &reason, {}};
+    auto answer = request.settled.get_future();
+    {
+      std::lock_guard lock(board_.mutex);
+      board_.dead_letter_requests.push_back(&request);
+    }
+    board_.dispatcher_wake.notify_one();
+    return answer.get();  // the broker's verdict, or its exception
+  }
+
+ private:
+  LaneBoard& board_;
+};
+
+}  // namespace
+
+ConsumeStats InboxConsumer::run_lanes(std::stop_token stop, const std::function<bool(const ConsumeStats&)>& until) {
+  const size_t lanes = static_cast<size_t>(options_.workers);
+  const size_t queue_limit =
+      static_cast<size_t>(options_.lane_queue > 0 ? options_.lane_queue : 2 * std::max(1, options_.max_batch));
+  LaneBoard board(lanes);
+  DispatchedSettlement settlement(board);
+
+  auto lane_main = [&](size_t index) {
+    LaneBoard::Slot& slot = board.slots[index];
+    detail::Lane lane(database_url_, inbox_, detail::Handlers{handler_, batch_handler_}, options_, settlement);
+    std::chrono::milliseconds delay = options_.retry_base;
+    auto retry_at = std::chrono::steady_clock::now();
+    for (;;) {
+      std::vector<brokers::Delivery> batch;
+      {
+        std::unique_lock lock(board.mutex);
+        if (lane.has_pending()) {
+          slot.wake.wait_until(lock, retry_at, [&] { return board.stopping; });
+        } else {
+          slot.wake.wait(lock, [&] { return board.stopping || !slot.queue.empty(); });
+          // What the dispatcher has queued is what is ready now; with
+          // max_batch_wait the lane gives the broker that long to add more.
+          if (options_.max_batch_wait.count() > 0 && !board.stopping &&
+              slot.queue.size() < static_cast<size_t>(options_.max_batch))
+            slot.wake.wait_for(lock, options_.max_batch_wait, [&] {
+              return board.stopping || slot.queue.size() >= static_cast<size_t>(options_.max_batch);
+            });
+          const size_t n = std::min(slot.queue.size(), static_cast<size_t>(std::max(1, options_.max_batch)));
+          std::move(slot.queue.begin(), slot.queue.begin() + static_cast<std::ptrdiff_t>(n),
+                    std::back_inserter(batch));
+          slot.queue.erase(slot.queue.begin(), slot.queue.begin() + static_cast<std::ptrdiff_t>(n));
+        }
+        // On stop: the batch in hand is finished; what is queued, and a
+        // message waiting for its retry, stay unacked for redelivery.
+        if (board.stopping && batch.empty()) break;
+      }
+      board.dispatcher_wake.notify_one();  // room in the queue
+      try {
+        if (!batch.empty()) lane.process_batch(std::move(batch));
+        else if (lane.has_pending()) lane.process_pending();
+        delay = options_.retry_base;
+      } catch (const std::exception& e) {
+        spdlog::warn("consumer '{}' lane {}: message {} failed, retrying in {} ms: {}", inbox_.consumer(), index,
+                     lane.pending_id(), delay.count(), e.what());
+        retry_at = std::chrono::steady_clock::now() + delay;
+        delay = std::min(options_.retry_cap, delay * 2);
+      }
+      {
+        std::lock_guard lock(board.mutex);
+        slot.stats = lane.stats();
+      }
+    }
+    {
+      std::lock_guard lock(board.mutex);
+      slot.stats = lane.stats();
+      slot.finished = true;
+    }
+    board.dispatcher_wake.notify_one();
+  };
+
+  std::vector<std::jthread> threads;
+  for (size_t i = 0; i < lanes; ++i)
+    threads.emplace_back([&, i] {
+      try {
+        lane_main(i);
+      } catch (...) {  // nothing but the lane's own code above: never expected
+        spdlog::critical("consumer '{}' lane {}: stopped by an unexpected error", inbox_.consumer(), i);
+        std::lock_guard lock(board.mutex);
+        board.slots[i].finished = true;
+        board.dispatcher_wake.notify_one();
+      }
+    });
+
+  detail::AckOrder order;
+  std::chrono::milliseconds poll_delay = options_.retry_base;
+  // Acks what the lanes settled, in order, and does their broker-side
+  // dead-lettering; on this thread, which owns the broker consumer.
+  auto serve_lanes = [&] {
+    std::vector<brokers::Delivery> settled;
+    std::vector<LaneBoard::DeadLetterRequest*> requests;
+    {
+      std::lock_guard lock(board.mutex);
+      settled.swap(board.settled);
+      requests.swap(board.dead_letter_requests);
+    }
+    for (auto* request : requests) {
+      try {
+        const bool done = consumer_.dead_letter(*request->delivery, *request->reason);
+        if (done) order.settle(*request->delivery);
+        request->settled.set_value(done);
+      } catch (...) {
+        request->settled.set_exception(std::current_exception());
+      }
+    }
+    for (auto& d : settled) order.settle(std::move(d));
+    auto ready = order.take_ready();
+    if (ready.empty()) return;
+    try {
+      consumer_.ack_batch(ready);
+    } catch (const std::exception& e) {
+      // Committed in the inbox: redelivered, they are duplicates.
+      spdlog::warn("consumer '{}': acknowledging {} messages failed; they will be delivered again and skipped as "
+                   "duplicates: {}",
+                   inbox_.consumer(), ready.size(), e.what());
+    }
+  };
+  auto summed_stats = [&] {
+    ConsumeStats sum;
+    std::lock_guard lock(board.mutex);
+    for (const auto& slot : board.slots) sum += slot.stats;
+    return sum;
+  };
+  std::hash<std::string> hash;
+
+  while (!stop.stop_requested()) {
+    serve_lanes();
+    stats_ = summed_stats();
+    if (until && until(stats_)) break;
+    {
+      // Backpressure: while a lane's queue is full, read nothing more.
+      std::unique_lock lock(board.mutex);
+      auto full = [&] {
+        return std::any_of(board.slots.begin(), board.slots.end(),
+                           [&](const LaneBoard::Slot& s) { return s.queue.size() >= queue_limit; });
+      };
+      if (full()) {
+        board.dispatcher_wake.wait_for(lock, std::chrono::milliseconds(50));
+        continue;
+      }
+    }
+    // With work in the lanes, come back soon to ack what they settle.
+    const auto timeout =
+        order.outstanding() > 0 ? std::min(options_.poll_timeout, std::chrono::milliseconds(5)) : options_.poll_timeout;
+    std::optional<brokers::Delivery> delivery;
+    try {
+      delivery = consumer_.poll(timeout);
+      poll_delay = options_.retry_base;
+    } catch (const std::exception& e) {
+      spdlog::warn("consumer '{}': reading from the broker failed, retrying in {} ms: {}", inbox_.consumer(),
+                   poll_delay.count(), e.what());
+      std::unique_lock lock(board.mutex);
+      board.dispatcher_wake.wait_for(lock, poll_delay);
+      poll_delay = std::min(options_.retry_cap, poll_delay * 2);
+      continue;
+    }
+    if (!delivery) continue;
+    order.add(*delivery);
+    const auto& key = delivery->message.key;
+    const size_t lane = hash(key ? *key : dedup_id(*delivery)) % lanes;
+    LaneBoard::Slot& slot = board.slots[lane];
+    bool wake;
+    {
+      std::lock_guard lock(board.mutex);
+      slot.queue.push_back(std::move(*delivery));
+      // The lane waits for a first delivery, or (max_batch_wait) a full batch.
+      wake = slot.queue.size() == 1 || slot.queue.size() >= static_cast<size_t>(options_.max_batch);
+    }
+    if (wake) slot.wake.notify_one();
+  }
+
+  {
+    std::lock_guard lock(board.mutex);
+    board.stopping = true;
+  }
+  for (auto& slot : board.slots) slot.wake.notify_one();
+  // The lanes finish their batches in hand; their acks and dead letters
+  // still go through here.
+  for (;;) {
+    serve_lanes();
+    std::unique_lock lock(board.mutex);
+    if (std::all_of(board.slots.begin(), board.slots.end(), [](const auto& s) { return s.finished; })) break;
+    board.dispatcher_wake.wait_for(lock, std::chrono::milliseconds(50));
+  }
+  threads.clear();  // joined
+  serve_lanes();
+  stats_ = summed_stats();
   return stats_;
 }
 

@@ -6,11 +6,13 @@
 #include <catch2/catch.hpp>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <set>
 #include <pqxx/pqxx>
 
 #include "support/test_env.hpp"
 #include "txbox/consumer/inbox_consumer.hpp"
+#include "txbox/core/pg_array.hpp"
 
 namespace test = txbox::test;
 using txbox::brokers::Delivery;
@@ -25,8 +27,10 @@ struct FakeBroker : txbox::brokers::Consumer {
   std::deque<Delivery> ready;
   std::vector<int64_t> acked;               // offsets, in ack order
   std::vector<std::vector<int64_t>> bulks;  // one entry per ack_batch call
+  std::vector<std::pair<int32_t, int64_t>> positions;  // (partition, offset), in ack order
   std::vector<int64_t> dead;
   int acked_before_commit = 0;
+  std::unique_ptr<pqxx::connection> checker;
 
   explicit FakeBroker(std::string database_url) : url(std::move(database_url)) {}
   std::optional<Delivery> poll(std::chrono::milliseconds) override {
@@ -35,18 +39,25 @@ struct FakeBroker : txbox::brokers::Consumer {
     ready.pop_front();
     return d;
   }
-  void ack(const Delivery& d) override {
-    pqxx::connection conn(url);
-    pqxx::nontransaction tx(conn);
-    if (tx.exec_params("SELECT 1 FROM txbox.inbox WHERE message_id = $1", d.message.message_id).empty())
-      ++acked_before_commit;
-    acked.push_back(d.offset);
-  }
+  void ack(const Delivery& d) override { check_and_record(std::span(&d, 1)); }
   void ack_batch(std::span<const Delivery> deliveries) override {
     bulks.emplace_back();
+    for (const auto& d : deliveries) bulks.back().push_back(d.offset);
+    check_and_record(deliveries);
+  }
+  // Counts the deliveries whose inbox row is not committed yet.
+  void check_and_record(std::span<const Delivery> deliveries) {
+    if (!checker) checker = std::make_unique<pqxx::connection>(url);
+    std::vector<std::string> ids;
+    for (const auto& d : deliveries) ids.push_back(d.message.message_id);
+    pqxx::nontransaction tx(*checker);
+    const auto committed =
+        tx.exec_params1("SELECT count(*) FROM txbox.inbox WHERE message_id = ANY($1::text[])", txbox::pg_array(ids))[0]
+            .as<long>();
+    acked_before_commit += static_cast<int>(static_cast<long>(deliveries.size()) - committed);
     for (const auto& d : deliveries) {
-      ack(d);
-      bulks.back().push_back(d.offset);
+      acked.push_back(d.offset);
+      positions.emplace_back(d.partition, d.offset);
     }
   }
   bool dead_letter(const Delivery& d, const std::string&) override {
@@ -187,4 +198,85 @@ TEST_CASE("a batch handler gets the new deliveries in one call; when it throws, 
   }
   CHECK(ordered);
   CHECK(broker.acked_before_commit == 0);
+}
+
+TEST_CASE("four lanes: each key's effects in broker order, every message once, acks in offset order per "
+          "partition and only after the commit, a failing message holding back its partition's acks",
+          "[consumer][batch][lanes]") {
+  constexpr int kMessages = 3000, kKeys = 60, kPartitions = 3;
+  const auto url = prepared_database();
+  {
+    pqxx::connection conn(url);
+    pqxx::nontransaction(conn).exec0("ALTER TABLE effects ADD COLUMN message_key text, ADD COLUMN backend int DEFAULT pg_backend_pid()");
+    pqxx::work tx(conn);
+    tx.exec0("INSERT INTO txbox.inbox (consumer, message_id) VALUES ('billing', 'm100'), ('billing', 'm2000')");
+    tx.commit();
+  }
+  FakeBroker broker(url);
+  // Keys stay on their partition, as Kafka's partitioner keeps them; offsets
+  // count per partition.
+  std::map<int32_t, int64_t> next_offset;
+  for (int i = 0; i < kMessages; ++i) {
+    const int key = (i * 7) % kKeys;
+    auto d = delivery(0, "m" + std::to_string(i), "key-" + std::to_string(key));
+    d.partition = key % kPartitions;
+    d.offset = next_offset[d.partition]++;
+    broker.ready.push_back(d);
+  }
+  std::mutex calls_mutex;
+  std::map<std::string, int> calls;
+  txbox::consumer::InboxConsumerOptions options;
+  options.workers = 4;
+  options.max_batch = 50;
+  options.max_attempts = 3;
+  options.retry_base = std::chrono::milliseconds(20);
+  InboxConsumer consumer(
+      broker, url, txbox::inbox::Inbox("billing"),
+      [&](pqxx::transaction_base& tx, const Delivery& d) {
+        tx.exec_params0("INSERT INTO effects (message_id, message_key) VALUES ($1, $2)", d.message.message_id,
+                        *d.message.key);
+        int n;
+        {
+          std::lock_guard lock(calls_mutex);
+          n = ++calls[d.message.message_id];
+        }
+        // m500 fails twice before it succeeds (its batch and its savepoint
+        // run, then its first run alone succeeds): its key's later messages
+        // and its partition's acks wait for it.
+        if (d.message.message_id == "m500" && n <= 2) throw std::runtime_error("downstream busy");
+      },
+      options);
+  auto stats = consumer.run({}, [&](const auto&) { return broker.acked.size() >= kMessages; });
+
+  CHECK(stats.processed == kMessages - 2);
+  CHECK(stats.duplicates == 2);
+  CHECK(stats.dead_lettered == 0);
+  CHECK(broker.acked_before_commit == 0);
+  // Every message acked once; per partition in offset order.
+  std::map<int32_t, int64_t> last;
+  std::set<std::pair<int32_t, int64_t>> seen;
+  bool in_order = true;
+  for (const auto& [partition, offset] : broker.positions) {
+    if (last.contains(partition) && last[partition] >= offset) in_order = false;
+    last[partition] = offset;
+    seen.insert({partition, offset});
+  }
+  CHECK(in_order);
+  CHECK(seen.size() == static_cast<size_t>(kMessages));
+  // Effects: once each, each key's in the order the broker delivered them.
+  pqxx::connection conn(url);
+  pqxx::nontransaction tx(conn);
+  CHECK(tx.exec1("SELECT count(*), count(DISTINCT message_id) FROM effects")[0].as<long>() == kMessages - 2);
+  std::map<std::string, int> last_of_key;
+  bool keys_ordered = true;
+  for (const auto& row : tx.exec("SELECT message_id, message_key FROM effects ORDER BY seq")) {
+    const int n = std::stoi(row[0].as<std::string>().substr(1));
+    const std::string key = row[1].as<std::string>();
+    if (last_of_key.contains(key) && last_of_key[key] > n) keys_ordered = false;
+    last_of_key[key] = n;
+  }
+  CHECK(keys_ordered);
+  CHECK(calls["m500"] == 3);
+  // Four lanes, four connections of their own.
+  CHECK(tx.exec1("SELECT count(DISTINCT backend) FROM effects")[0].as<long>() == 4);
 }

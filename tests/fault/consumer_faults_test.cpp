@@ -1,12 +1,13 @@
-// Consumer killed with SIGKILL mid-stream, five times: every message's
-// effect still happens exactly once, in per-key order.
+// Consumer killed with SIGKILL mid-stream, five times, while it applies
+// batches on four lanes: every message's effect still happens exactly once,
+// in per-key order.
 #include "fault_support.hpp"
 
 namespace test = txbox::test;
 using namespace std::chrono_literals;
 
-TEST_CASE("consumer SIGKILLed mid-stream 5 times: effects exactly once", "[fault]") {
-  constexpr int kMessages = 20000, kKeys = 200;
+TEST_CASE("consumer SIGKILLed mid-stream 5 times, batched on 4 lanes: effects exactly once, in key order", "[fault]") {
+  constexpr int kMessages = 40000, kKeys = 200;
   auto url = test::create_database("consumerkill");
   auto topic = test::unique_name("orders");
   test::fill_outbox(url, topic, kMessages, kKeys);
@@ -17,6 +18,6 @@ TEST_CASE("consumer SIGKILLed mid-stream 5 times: effects exactly once", "[fault
   test::create_effects_table(url);
   std::vector<std::string> command{test::binary_path("txbox-test-consumer"), "--database-url", test::fast_commit(url),
                                    "--bootstrap-servers", test::kafka_bootstrap(), "--topic", topic, "--group",
-                                   "billing", "--expect", std::to_string(kMessages)};
+                                   "billing", "--expect", std::to_string(kMessages), "--workers", "4"};
   test::kill_consumer_then_finish(url, command, "/tmp/" + topic + ".consumer.log", kMessages, 5, 7);
 }

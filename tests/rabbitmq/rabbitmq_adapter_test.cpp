@@ -166,6 +166,33 @@ TEST_CASE("rabbitmq: unacked messages are redelivered after close with delivery_
   CHECK_FALSE(third->poll(500ms));
 }
 
+TEST_CASE("rabbitmq: ack_batch acks a run from the oldest unacked delivery with one multiple ack and never a "
+          "delivery it was not given",
+          "[rabbitmq]") {
+  auto queue = test::unique_name("q");
+  auto url = test::rabbitmq_url();
+  std::vector<brokers::Message> messages;
+  for (int i = 0; i < 10; ++i) messages.push_back(message(queue, i, "k" + std::to_string(i)));
+  auto first = test::rabbit_consumer(url, queue);  // declares the queue
+  for (const auto& r : publisher()->publish(messages, 10s)) REQUIRE(r.confirmed);
+  auto got = poll_n(*first, 10);
+  REQUIRE(got.size() == 10);
+  // 0..3 (a run from the oldest: one multiple ack), then 6 and 8 alone;
+  // 4, 5, 7 and 9 stay unacked.
+  first->ack_batch(std::vector<brokers::Delivery>{got[2], got[0], got[3], got[1], got[6], got[8]});
+  // Then 4 and 5: now the oldest unacked, a run again.
+  first->ack_batch(std::vector<brokers::Delivery>{got[4], got[5]});
+  first->close();
+  auto second = test::rabbit_consumer(url, queue);
+  auto again = poll_n(*second, 2, 10s);
+  std::set<std::string> redelivered;
+  for (const auto& d : again) redelivered.insert(d.message.message_id);
+  CHECK(redelivered == std::set<std::string>{got[7].message.message_id, got[9].message.message_id});
+  CHECK_FALSE(second->poll(500ms));
+  second->ack_batch(again);
+  second->close();
+}
+
 namespace {
 
 // Publishes `m` to `queue`, has `consumer` dead-letter it and reads the

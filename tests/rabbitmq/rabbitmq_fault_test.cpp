@@ -62,7 +62,9 @@ TEST_CASE("rabbitmq fault: relay SIGKILLed mid-drain, restarted: nothing lost", 
   test::check_effects(url, kMessages);
 }
 
-TEST_CASE("rabbitmq fault: consumer SIGKILLed mid-stream 4 times: effects exactly once", "[fault][rabbitmq]") {
+TEST_CASE("rabbitmq fault: consumer SIGKILLed mid-stream 4 times, batched on 4 lanes: effects exactly once, in key "
+          "order",
+          "[fault][rabbitmq]") {
   constexpr int kMessages = 20000, kKeys = 200;
   auto url = test::create_database("rmqconsumerkill");
   auto queue = test::unique_name("orders");
@@ -76,6 +78,6 @@ TEST_CASE("rabbitmq fault: consumer SIGKILLed mid-stream 4 times: effects exactl
   test::create_effects_table(url);
   std::vector<std::string> command{test::binary_path("tests/rabbitmq/txbox-test-rabbitmq-consumer"), "--database-url",
                                    test::fast_commit(url), "--broker-url", test::rabbitmq_url(), "--queue", queue,
-                                   "--expect", std::to_string(kMessages)};
+                                   "--expect", std::to_string(kMessages), "--workers", "4"};
   test::kill_consumer_then_finish(url, command, "/tmp/" + queue + ".consumer.log", kMessages, 4, 6);
 }

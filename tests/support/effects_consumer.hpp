@@ -35,12 +35,14 @@ inline void record_effect(pqxx::transaction_base& tx, const brokers::Delivery& d
 // (printed as "<program>: error: ...").
 inline int run_effects_consumer(const std::string& program, std::stop_token stop, const std::string& database_url,
                                 const std::string& inbox_name, long expect,
+                                const consumer::InboxConsumerOptions& options,
                                 const std::function<std::unique_ptr<brokers::Consumer>()>& make_consumer) {
   try {
     create_effects_table(database_url);
     pqxx::connection conn(database_url);
     auto consumer = make_consumer();
-    consumer::InboxConsumer inbox_consumer(*consumer, database_url, inbox::Inbox(inbox_name), record_effect);
+    consumer::InboxConsumer inbox_consumer(*consumer, database_url, inbox::Inbox(inbox_name), record_effect,
+                                             options);
     int polls = 0;
     inbox_consumer.run(stop, [&](const consumer::ConsumeStats&) {
       if (expect <= 0 || ++polls % 50 != 0) return false;

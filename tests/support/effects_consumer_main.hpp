@@ -25,6 +25,8 @@ class EffectsConsumerMain {
     app_.add_option("--database-url", database_url_)->required();
     app_.add_option(broker_option, broker_)->required();
     app_.add_option("--expect", expect_);
+    app_.add_option("--workers", options_.workers, "lanes applying messages in parallel");
+    app_.add_option("--max-batch", options_.max_batch, "deliveries per inbox transaction");
   }
 
   // Where the program adds its broker's options.
@@ -39,7 +41,7 @@ class EffectsConsumerMain {
     CLI11_PARSE(app_, argc, argv);
     std::signal(SIGTERM, request_stop);
     std::signal(SIGINT, request_stop);
-    return run_effects_consumer(program_, stop_.get_token(), database_url_, inbox_name, expect_,
+    return run_effects_consumer(program_, stop_.get_token(), database_url_, inbox_name, expect_, options_,
                                 [&] { return make_consumer(broker_); });
   }
 
@@ -54,6 +56,7 @@ class EffectsConsumerMain {
   std::string database_url_;
   std::string broker_;
   long expect_ = 0;
+  consumer::InboxConsumerOptions options_;
 };
 
 }  // namespace txbox::test

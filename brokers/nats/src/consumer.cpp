@@ -126,6 +126,7 @@ class NatsConsumer final : public brokers::Consumer {
     spdlog::info("NATS consumer: durable '{}' on '{}' (AckWait {} ms, MaxDeliver {})",
                  options_.durable, options_.subject, options_.ack_wait.count(),
                  options_.max_deliver);
+    wait_for_redeliveries();
   }
 
   ~NatsConsumer() override { close(); }
@@ -134,7 +135,13 @@ class NatsConsumer final : public brokers::Consumer {
     std::lock_guard lock(mutex_);
     if (closed_)
       throw BrokerError(ErrorKind::internal, "NATS consumer is closed: create a new one");
-    if (buffer_.empty()) fetch(timeout);
+    if (buffer_.empty()) {
+      if (const auto now = Clock::now(); now < redeliveries_due_) {
+        std::this_thread::sleep_for(std::min<Clock::duration>(timeout, redeliveries_due_ - now));
+        return std::nullopt;
+      }
+      fetch(timeout);
+    }
     if (buffer_.empty()) return std::nullopt;
     MsgPtr msg = std::move(buffer_.front());
     buffer_.pop_front();
@@ -154,6 +161,34 @@ class NatsConsumer final : public brokers::Consumer {
                       delivery.offset, delivery.source, status_name(s), options_.ack_wait.count()));
     }
     unsettled_.erase(static_cast<uint64_t>(delivery.offset));
+  }
+
+  // All but the last acked without waiting, the last with a round trip:
+  // the server handles a connection's messages in order, so its reply
+  // confirms the earlier acks too (one round trip a batch, not one a
+  // message). A delivery acked already through another copy (a redelivery
+  // replaces the earlier copy) is skipped.
+  void ack_batch(std::span<const Delivery> deliveries) override {
+    std::lock_guard lock(mutex_);
+    if (closed_) throw BrokerError(ErrorKind::internal, "NATS consumer is closed: create a new one");
+    std::map<uint64_t, natsMsg*> batch;
+    for (const auto& d : deliveries)
+      if (auto it = unsettled_.find(static_cast<uint64_t>(d.offset)); it != unsettled_.end())
+        batch.emplace(it->first, it->second.get());
+    if (batch.empty()) return;
+    const auto fail = [&](uint64_t sequence, natsStatus s) {
+      return BrokerError(
+          ErrorKind::unavailable,
+          fmt::format("NATS did not take the ack of stream sequence {} on '{}' (in a batch of {}): {}; the "
+                      "unacked messages are redelivered after AckWait ({} ms)",
+                      sequence, options_.subject, batch.size(), status_name(s), options_.ack_wait.count()));
+    };
+    const auto last = std::prev(batch.end());
+    for (auto it = batch.begin(); it != last; ++it)
+      if (const natsStatus s = natsMsg_Ack(it->second, nullptr); s != NATS_OK) throw fail(it->first, s);
+    jsErrCode code{};
+    if (const natsStatus s = natsMsg_AckSync(last->second, nullptr, &code); s != NATS_OK) throw fail(last->first, s);
+    for (const auto& [sequence, msg] : batch) unsettled_.erase(sequence);
   }
 
   bool dead_letter(const Delivery& delivery, const std::string& reason) override {
@@ -243,6 +278,46 @@ class NatsConsumer final : public brokers::Consumer {
   }
 
  private:
+  // Messages an earlier member of the durable (a killed process) fetched
+  // and never acked come back only after AckWait; fetching new ones before
+  // would apply a key's later messages before its earlier ones. So a
+  // consumer that finds such messages fetches nothing until they are due,
+  // then gets them first (the server serves redeliveries before new ones).
+  void wait_for_redeliveries() {
+    // The durable's stream: the one given, else the stream that has a
+    // consumer of that name (cnats 3.4 cannot tell it from a bound pull
+    // subscription).
+    std::vector<std::string> streams;
+    if (!options_.stream.empty()) {
+      streams.push_back(options_.stream);
+    } else {
+      jsStreamNamesList* names = nullptr;
+      if (js_StreamNames(&names, js_.get(), nullptr, nullptr) == NATS_OK && names != nullptr) {
+        for (int i = 0; i < names->Count; ++i) streams.emplace_back(names->List[i]);
+        jsStreamNamesList_Destroy(names);
+      }
+    }
+    jsConsumerInfo* raw = nullptr;
+    for (const auto& stream : streams)
+      if (js_GetConsumerInfo(&raw, js_.get(), stream.c_str(), options_.durable.c_str(), nullptr, nullptr) ==
+              NATS_OK &&
+          raw != nullptr)
+        break;
+    if (raw == nullptr) {
+      spdlog::warn("NATS consumer: cannot read the state of durable '{}'; fetching at once, so messages a "
+                   "killed predecessor left unacked may come after later ones of their key",
+                   options_.durable);
+      return;
+    }
+    ConsumerInfoPtr info(raw);
+    if (info->NumAckPending <= 0) return;
+    const auto wait = options_.ack_wait + options_.ack_wait / 10 + std::chrono::milliseconds(200);
+    redeliveries_due_ = Clock::now() + wait;
+    spdlog::info("NATS consumer: durable '{}' has {} messages delivered before and not acked; fetching "
+                 "nothing new for {} ms (AckWait and a margin), so that they come first and each key keeps its order",
+                 options_.durable, info->NumAckPending, std::chrono::duration_cast<std::chrono::milliseconds>(wait).count());
+  }
+
   void fetch(std::chrono::milliseconds timeout) {
     natsMsgList list{};
     jsErrCode code{};
@@ -329,6 +404,7 @@ class NatsConsumer final : public brokers::Consumer {
   std::deque<MsgPtr> buffer_;
   std::map<uint64_t, MsgPtr> unsettled_;
   bool closed_ = false;
+  Clock::time_point redeliveries_due_{};
   bool fetch_failing_ = false;
   bool warned_core_dlq_ = false;
 };

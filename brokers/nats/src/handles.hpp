@@ -38,6 +38,9 @@ struct StreamInfoDeleter {
 struct AccountInfoDeleter {
   void operator()(jsAccountInfo* a) const noexcept { jsAccountInfo_Destroy(a); }
 };
+struct ConsumerInfoDeleter {
+  void operator()(jsConsumerInfo* c) const noexcept { jsConsumerInfo_Destroy(c); }
+};
 struct PubAckDeleter {
   void operator()(jsPubAck* p) const noexcept { jsPubAck_Destroy(p); }
 };
@@ -50,6 +53,7 @@ using MetaPtr = std::unique_ptr<jsMsgMetaData, MetaDeleter>;
 using StreamInfoPtr = std::unique_ptr<jsStreamInfo, StreamInfoDeleter>;
 using AccountInfoPtr = std::unique_ptr<jsAccountInfo, AccountInfoDeleter>;
 using PubAckPtr = std::unique_ptr<jsPubAck, PubAckDeleter>;
+using ConsumerInfoPtr = std::unique_ptr<jsConsumerInfo, ConsumerInfoDeleter>;
 
 constexpr int kDefaultPort = 4222;
 

@@ -9,6 +9,7 @@
 
 #include <span>
 #include <thread>
+#include <map>
 #include <unordered_map>
 
 #include "connection.hpp"
@@ -128,6 +129,33 @@ class RabbitConsumer final : public brokers::Consumer {
   }
 
   void ack(const Delivery& delivery) override { settle(delivery, false); }
+
+  // One basic.ack with `multiple` for the longest run of this batch that
+  // starts at the oldest unacked delivery of the connection (`multiple`
+  // acks every tag up to the one given, so only a run with nothing else
+  // unsettled in it may use it); the rest one basic.ack each.
+  void ack_batch(std::span<const Delivery> deliveries) override {
+    std::map<uint64_t, const Delivery*> batch;
+    for (const auto& d : deliveries)
+      if (find(d, "ack") != nullptr) batch.emplace(delivery_tag(d), &d);
+    auto next = batch.begin();
+    for (auto it = outstanding_.begin(); it != outstanding_.end() && next != batch.end() && it->first == next->first;
+         ++it)
+      ++next;
+    if (std::distance(batch.begin(), next) > 1) {
+      const uint64_t last = std::prev(next)->first;
+      const int status = amqp_basic_ack(conn_->get(), conn_->channel(), last, /*multiple=*/1);
+      if (status != AMQP_STATUS_OK) {
+        std::string why = fmt::format("RabbitMQ consumer: ack of {} messages failed: {}; they will be redelivered",
+                                      std::distance(batch.begin(), next), amqp_error_string2(status));
+        lost(why);
+        throw brokers::BrokerError(ErrorKind::unavailable, why);
+      }
+      outstanding_.erase(outstanding_.begin(), outstanding_.upper_bound(last));
+      batch.erase(batch.begin(), next);
+    }
+    for (const auto& [tag, d] : batch) settle(*d, false);
+  }
 
   // A copy of the message with the dead-letter headers goes to the
   // dead-letter exchange (with the original routing key), confirmed, then
@@ -388,7 +416,7 @@ class RabbitConsumer final : public brokers::Consumer {
   Endpoint endpoint_;
   ConsumerOptions options_;
   std::unique_ptr<Connection> conn_;
-  std::unordered_map<uint64_t, Outstanding> outstanding_;  // by delivery tag, this connection
+  std::map<uint64_t, Outstanding> outstanding_;  // by delivery tag, this connection (ordered: see ack_batch)
   std::unique_ptr<brokers::Publisher> dead_letter_publisher_;
   Clock::time_point next_connect_{};
   std::chrono::milliseconds backoff_{kBackoffMin};

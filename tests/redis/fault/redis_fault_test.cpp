@@ -75,7 +75,9 @@ TEST_CASE("redis: relay SIGKILLed during a drain: the next relay finishes, dedup
   test::check_effects(url, kMessages);
 }
 
-TEST_CASE("redis: consumer killed mid-stream and restarted: each message applied once, per-key order", "[fault]") {
+TEST_CASE("redis: consumer killed mid-stream twice, batched on 4 lanes, and restarted: each message applied once, "
+          "per-key order",
+          "[fault]") {
   constexpr int kMessages = 10000, kKeys = 100;
   rt::PrivateRedis redis;
   auto url = test::create_database("redisconsumerkill");
@@ -91,7 +93,8 @@ TEST_CASE("redis: consumer killed mid-stream and restarted: each message applied
                                    "--group", "billing",
                                    "--name", "billing-1",
                                    "--claim-idle-ms", "2000",
-                                   "--expect", std::to_string(kMessages)};
+                                   "--expect", std::to_string(kMessages),
+                                   "--workers", "4"};
   auto effects = [&] { return test::scalar(url, "SELECT count(*) FROM effects"); };
   for (int kill = 1; kill <= 2; ++kill) {
     test::Process consumer(command, log);

@@ -24,7 +24,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <deque>
 #include <optional>
 #include <span>
 #include <vector>
@@ -38,6 +37,9 @@
 #include <pqxx/connection>
 
 namespace txbox::consumer {
+namespace detail {
+class Lane;
+}
 
 // Runs inside the inbox transaction; must not commit it. Throw to reject the
 // message: its writes and its inbox row roll back and it is tried again
@@ -80,6 +82,18 @@ struct InboxConsumerOptions {
   // backoff.
   std::shared_ptr<brokers::Publisher> dead_letter_publisher;
   std::chrono::milliseconds dead_letter_timeout{std::chrono::seconds(30)};
+  // Lanes that apply messages in parallel (run() only; poll_once() is one
+  // lane). A delivery goes to the lane its key hashes to (a message without
+  // a key: its id), so a key's messages are applied one after the other in
+  // the order the broker delivered them, different keys in parallel. Each
+  // lane has its own thread and database connection; the handler must then
+  // be safe to call from several threads at once. Acks stay in broker
+  // order per partition: an offset is committed only when every earlier
+  // message of its partition is settled, whichever lane had it.
+  int workers = 1;
+  // Deliveries queued per lane before the consumer stops reading from the
+  // broker (0 = 2 x max_batch).
+  int lane_queue = 0;
 };
 
 struct ConsumeStats {
@@ -118,25 +132,17 @@ class InboxConsumer {
   // (checked after every poll), retrying failed messages with backoff. On
   // stop the message in hand is finished (committed and acked) first;
   // a message waiting for its retry is left unacked for redelivery.
+  // With `workers` > 1: a dispatcher on this thread reads the broker and
+  // acks, the lanes' threads handle; `until` gets the lanes' stats summed,
+  // and on stop each lane finishes its batch in hand, and what was queued
+  // behind it is left unacked for redelivery.
   ConsumeStats run(std::stop_token stop, const std::function<bool(const ConsumeStats&)>& until = {});
 
   const ConsumeStats& stats() const noexcept { return stats_; }
 
  private:
-  struct Pending {
-    brokers::Delivery delivery;
-    int attempts = 0;  // handler attempts so far, earlier deliveries included
-    // Set when the handler threw PermanentError in the batch: dead-letter
-    // without running it again.
-    std::optional<std::string> permanent_error;
-  };
-
-  pqxx::connection& connection();
-  std::vector<brokers::Delivery> next_batch();
-  std::optional<Result> process_batch(std::vector<brokers::Delivery> batch);
-  std::optional<Result> process_pending();
-  void settle_pending_front();
-  bool dead_letter(const Pending& pending, const std::string& error);
+  class DirectSettlement;
+  ConsumeStats run_lanes(std::stop_token stop, const std::function<bool(const ConsumeStats&)>& until);
 
   brokers::Consumer& consumer_;
   std::string database_url_;
@@ -144,13 +150,9 @@ class InboxConsumer {
   MessageHandler handler_;
   BatchHandler batch_handler_;
   InboxConsumerOptions options_;
-  std::unique_ptr<pqxx::connection> conn_;
-
-  // Messages to handle one at a time, in order, before the next batch.
-  std::deque<Pending> pending_;
-  // Committed deliveries whose ack waits for an earlier pending message of
-  // their partition.
-  std::vector<brokers::Delivery> held_acks_;
+  // The lane poll_once() drives (and run() with workers = 1).
+  std::unique_ptr<DirectSettlement> settlement_;
+  std::unique_ptr<detail::Lane> lane_;
   ConsumeStats stats_;
 };
 
