@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "ack_order.hpp"
+#include "txbox/core/error.hpp"
 #include "lane.hpp"
 
 namespace txbox::consumer {
@@ -177,6 +178,14 @@ class DispatchedSettlement : public detail::Settlement {
 }  // namespace
 
 ConsumeStats InboxConsumer::run_lanes(std::stop_token stop, const std::function<bool(const ConsumeStats&)>& until) {
+  // Deliveries left in the lanes when run() returns are neither acked nor
+  // delivered again by this broker consumer, and a later cumulative ack
+  // (a Kafka offset) would pass over them: so lanes run once per consumer.
+  if (lanes_ran_)
+    throw txbox::UsageError(
+        "InboxConsumer::run() with workers > 1 was called a second time: close the broker consumer and "
+        "create a new one (and a new InboxConsumer), so that what the first run left unacked is delivered again");
+  lanes_ran_ = true;
   const size_t lanes = static_cast<size_t>(options_.workers);
   const size_t queue_limit =
       static_cast<size_t>(options_.lane_queue > 0 ? options_.lane_queue : 2 * std::max(1, options_.max_batch));
@@ -196,6 +205,7 @@ ConsumeStats InboxConsumer::run_lanes(std::stop_token stop, const std::function<
           slot.wake.wait_until(lock, retry_at, [&] { return board.stopping; });
         } else {
           slot.wake.wait(lock, [&] { return board.stopping || !slot.queue.empty(); });
+          if (board.stopping) break;
           // What the dispatcher has queued is what is ready now; with
           // max_batch_wait the lane gives the broker that long to add more.
           if (options_.max_batch_wait.count() > 0 && !board.stopping &&

@@ -277,6 +277,9 @@ TEST_CASE("four lanes: each key's effects in broker order, every message once, a
   }
   CHECK(keys_ordered);
   CHECK(calls["m500"] == 3);
+  // What a run leaves in its lanes is only delivered again by a new broker
+  // consumer: a second run is refused.
+  CHECK_THROWS_AS(consumer.run({}), txbox::UsageError);
   // Four lanes, four connections of their own.
   CHECK(tx.exec1("SELECT count(DISTINCT backend) FROM effects")[0].as<long>() == 4);
 }

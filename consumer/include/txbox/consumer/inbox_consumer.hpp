@@ -135,7 +135,8 @@ class InboxConsumer {
   // With `workers` > 1: a dispatcher on this thread reads the broker and
   // acks, the lanes' threads handle; `until` gets the lanes' stats summed,
   // and on stop each lane finishes its batch in hand, and what was queued
-  // behind it is left unacked for redelivery.
+  // behind it is left unacked for redelivery (by a new broker consumer: with
+  // workers > 1, run() may be called once per InboxConsumer).
   ConsumeStats run(std::stop_token stop, const std::function<bool(const ConsumeStats&)>& until = {});
 
   const ConsumeStats& stats() const noexcept { return stats_; }
@@ -153,6 +154,7 @@ class InboxConsumer {
   // The lane poll_once() drives (and run() with workers = 1).
   std::unique_ptr<DirectSettlement> settlement_;
   std::unique_ptr<detail::Lane> lane_;
+  bool lanes_ran_ = false;
   ConsumeStats stats_;
 };
 
