@@ -10,6 +10,7 @@ packages=(
   catch2 kcat
   rabbitmq-server amqp-tools nats-server redis-server redis-tools
   iproute2 pgbouncer
+  prometheus  # promtool: the tests check the metrics text with it
 )
 missing=()
 for p in "${packages[@]}"; do
