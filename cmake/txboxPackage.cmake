@@ -25,6 +25,7 @@ set(_txbox_pkg_config_module_RDKAFKA rdkafka)
 set(_txbox_pkg_config_module_RABBITMQ librabbitmq)
 set(_txbox_pkg_config_module_LIBNATS libnats)
 set(_txbox_pkg_config_module_HIREDIS hiredis)
+set(_txbox_pkg_config_module_HTTPLIB cpp-httplib)
 
 get_property(_txbox_components GLOBAL PROPERTY TXBOX_COMPONENTS)
 

@@ -1,4 +1,5 @@
 #include "txbox/relay/options.hpp"
+#include "txbox/metrics/http_endpoint.hpp"
 
 #include <fmt/format.h>
 
@@ -42,6 +43,7 @@ void validate(const RelayOptions& options) {
                      options.publish_timeout.count()));
   if (options.shutdown_timeout.count() < 0)
     fail("--shutdown-timeout must not be negative");
+  if (!options.http_listen.empty()) (void)metrics::parse_listen_address(options.http_listen, "--http-listen");
   if (options.retry.base.count() < 1 || options.retry.factor < 1.0 ||
       options.retry.cap < options.retry.base)
     fail("retry settings are inconsistent: need retry-base >= 1 ms, retry-factor >= 1 and "
@@ -106,6 +108,7 @@ void load_config_file(const std::string& path, RelayOptions& options,
     else if (key == "max-batch-bytes") options.max_batch_bytes = integer();
     else if (key == "batches-in-flight") options.batches_in_flight = static_cast<int>(integer());
     else if (key == "wakeup") options.wakeup = text();
+    else if (key == "http-listen") options.http_listen = text();
     else if (key == "probe-timeout") options.probe_timeout = std::chrono::milliseconds(integer());
     else if (key == "max-retry-age") {
       try {
@@ -160,7 +163,7 @@ void load_config_file(const std::string& path, RelayOptions& options,
           "config file {}: unknown key '{}'; known keys: database-url, broker-url, schema, workers, "
           "batch-size, max-batch-bytes, batches-in-flight, wakeup, poll-interval, publish-timeout, "
           "shutdown-timeout, probe-timeout, retry-base, retry-factor, retry-cap, max-attempts, "
-          "max-retry-age, outage-backoff-cap, publish-dead-letters, drain, [broker]",
+          "max-retry-age, outage-backoff-cap, publish-dead-letters, drain, http-listen, [broker]",
           path, raw_key.str()));
     }
   }

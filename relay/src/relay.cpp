@@ -23,6 +23,8 @@
 #include "conninfo.hpp"
 #include "db_errors.hpp"
 #include "lane_balance.hpp"
+#include "relay_metrics.hpp"
+#include "txbox/metrics/http_endpoint.hpp"
 #include "txbox/brokers/wire.hpp"
 #include "txbox/outbox/schema.hpp"
 #include "txbox/outbox/store.hpp"
@@ -207,6 +209,7 @@ struct Relay::State {
   int coordinator_event = -1;  // eventfd: workers poke the coordinator
 
   std::atomic<uint64_t> published{0}, failed{0}, dead_lettered{0}, batches{0}, held_back{0}, outages{0};
+  RelayMetrics metrics;
 
   // Backend pids of the workers' sessions: two workers on one backend means
   // a pooler multiplexes them onto one server session.
@@ -239,6 +242,68 @@ struct Relay::State {
     if (coordinator_event >= 0) ::close(coordinator_event);
   }
 
+  // /healthz: every worker's loop has come round within the deadline (its
+  // longest legitimate wait is a batch's confirmations, a probe and the
+  // outage backoff, plus a minute of slack).
+  metrics::CheckResult health() const {
+    const auto deadline = options.publish_timeout + options.probe_timeout + options.outage_backoff_cap + 60s;
+    const auto now = Clock::now().time_since_epoch().count();
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const auto age = std::chrono::nanoseconds(now - slots[i]->heartbeat.load());
+      if (age > deadline)
+        return {false, nlohmann::json{{"healthy", false},
+                                      {"failing", fmt::format("worker {}", i)},
+                                      {"reason", fmt::format("its loop has not come round for {} s (deadline {} s)",
+                                                             std::chrono::duration_cast<std::chrono::seconds>(age).count(),
+                                                             std::chrono::duration_cast<std::chrono::seconds>(deadline).count())}}
+                           .dump()};
+    }
+    return {true, R"({"healthy":true})"};
+  }
+
+  // /readyz: PostgreSQL answers, the schema is at this build's version, the
+  // broker is up. Checked at most once a second, on a connection of its own.
+  metrics::CheckResult ready() {
+    std::lock_guard lock(ready_mutex);
+    if (Clock::now() - ready_checked < 1s) return ready_result;
+    auto failing = [](const char* check, const std::string& reason) {
+      return metrics::CheckResult{
+          false, nlohmann::json{{"ready", false}, {"failing", check}, {"reason", one_line(reason)}}.dump()};
+    };
+    try {
+      if (!ready_conn || !ready_conn->is_open()) ready_conn = std::make_unique<pqxx::connection>(conninfo.conninfo);
+      outbox::require_schema(*ready_conn, options.schema);
+      bool down;
+      {
+        std::lock_guard outage_lock(outage_mutex);
+        down = broker_down;
+      }
+      if (down || !publisher->healthy())
+        ready_result = failing("broker", down ? "the broker is down (the relay is probing it with backoff)"
+                                              : "the broker client has no working connection");
+      else
+        ready_result = {true, R"({"ready":true})"};
+    } catch (const outbox::SchemaError& e) {
+      ready_result = failing("schema", e.what());
+    } catch (const std::exception& e) {
+      ready_conn.reset();
+      ready_result = failing("database", e.what());
+    }
+    ready_checked = Clock::now();
+    return ready_result;
+  }
+  std::mutex ready_mutex;
+  std::unique_ptr<pqxx::connection> ready_conn;
+  Clock::time_point ready_checked{};
+  metrics::CheckResult ready_result;
+
+  static std::string one_line(std::string text) {
+    for (char& c : text)
+      if (c == '\n' || c == '\r') c = ' ';
+    while (!text.empty() && text.back() == ' ') text.pop_back();
+    return text;
+  }
+
   void poke_coordinator() const {
     uint64_t one = 1;
     if (coordinator_event >= 0) (void)!::write(coordinator_event, &one, sizeof one);
@@ -269,6 +334,7 @@ struct Relay::State {
     std::lock_guard lock(outage_mutex);
     if (!broker_down) {
       broker_down = true;
+      metrics.broker_up.set(0);
       ++outages;
       spdlog::error("broker unavailable: {}; rows stay in the outbox, probing with backoff (attempts are "
                     "not counted while the broker is down)",
@@ -281,6 +347,7 @@ struct Relay::State {
     std::lock_guard lock(outage_mutex);
     if (broker_down) {
       broker_down = false;
+      metrics.broker_up.set(1);
       spdlog::info("broker available again: publishing resumed");
     }
     outage_backoff->reset();
@@ -388,6 +455,8 @@ class Worker {
     outbox::RowVersion row;
     RowAction action = RowAction::remove;
     std::optional<std::string> key;
+    std::string destination;      // for the metrics
+    outbox::TimePoint created_at;  // for the metrics
     std::chrono::milliseconds delay{0};
     std::string error_class;
     std::string reason;
@@ -403,6 +472,7 @@ class Worker {
     std::string start_error;  // the publisher refused the whole batch
     Clock::time_point deadline;
     int64_t bytes = 0;  // reserved in the byte budget
+    Clock::time_point claimed_at, started_at;
   };
 
   void on_db_error(DbFailure failure, const std::string& what, std::optional<std::string>& trouble,
@@ -550,6 +620,7 @@ class Worker {
       if (u.action == RowAction::retry && u.key) exclude_keys.push_back(*u.key);
     }
     outbox::Claim claim;
+    const auto claimed_at = Clock::now();
     try {
       claim = store_->claim({order, o_.batch_size, reserved, exclude_ids, exclude_keys});
     } catch (...) {
@@ -570,6 +641,7 @@ class Worker {
     }
     next_due_in_.reset();
     Batch batch;
+    batch.claimed_at = claimed_at;
     if (!claim.rows.front().payload) {
       // A row larger than this claim's share: it goes alone, once its
       // bytes are free (all of them, when it is larger than the budget).
@@ -629,7 +701,8 @@ class Worker {
       batch.messages.push_back(std::move(message));
       batch.message_row.push_back(i);
     }
-    batch.deadline = Clock::now() + o_.publish_timeout;
+    batch.started_at = Clock::now();
+    batch.deadline = batch.started_at + o_.publish_timeout;
     if (batch.messages.empty()) return;
     try {
       batch.pending = s_.publisher->start(batch.messages);
@@ -651,6 +724,7 @@ class Worker {
     if (batch.pending) {
       sent = batch.pending->wait(batch.deadline);
       batch.pending.reset();
+      s_.metrics.publish_duration.observe(Clock::now() - batch.started_at);
     } else if (!batch.messages.empty()) {
       sent.assign(batch.messages.size(),
                   {false, brokers::ErrorClass::outage,
@@ -680,10 +754,11 @@ class Worker {
       switch (d.action) {
         case RowAction::remove:
         case RowAction::retry:
-          decided.push_back({row.row, d.action, row.key, d.delay, {}, d.reason});
+          decided.push_back({row.row, d.action, row.key, row.destination, row.created_at, d.delay, {}, d.reason});
           break;
         case RowAction::dead_letter:
-          decided.push_back({row.row, d.action, row.key, {}, brokers::to_string(d.error_class), d.reason});
+          decided.push_back({row.row, d.action, row.key, row.destination, row.created_at, {},
+                             brokers::to_string(d.error_class), d.reason});
           dead_rows.push_back(i);
           break;
         case RowAction::held_back:
@@ -692,7 +767,12 @@ class Worker {
       }
     }
     if (o_.publish_dead_letters && !dead_rows.empty()) publish_dead_letters(batch, plan, dead_rows);
+    for (size_t i = 0; i < n; ++i)
+      if (!results[i].confirmed)
+        failures_.at(batch.rows[i].destination, broker_down ? "outage" : brokers::to_string(results[i].error_class))
+            .inc();
     const outbox::CompletionCounts counts = complete(std::move(decided));
+    s_.metrics.batch_duration.observe(Clock::now() - batch.claimed_at);
 
     s_.failed += plan.retried + plan.dead_lettered;
     s_.held_back += plan.held_back;
@@ -732,8 +812,17 @@ class Worker {
     const outbox::CompletionCounts counts = store_->complete(completion);
     s_.published += counts.deleted;
     s_.dead_lettered += counts.dead_lettered;
+    const auto now = std::chrono::system_clock::now();
     for (auto& u : decided) {
-      if (std::find(counts.locked.begin(), counts.locked.end(), u.row.id) == counts.locked.end()) continue;
+      if (std::find(counts.locked.begin(), counts.locked.end(), u.row.id) == counts.locked.end()) {
+        if (u.action == RowAction::remove) {
+          published_.at(u.destination).inc();
+          s_.metrics.message_delay.observe(now - u.created_at);
+        } else if (u.action == RowAction::dead_letter) {
+          dead_letters_.at(u.destination).inc();
+        }
+        continue;
+      }
       if (!locked_reported_.contains(u.row.id)) {
         spdlog::warn("worker {}: outbox row {} is locked by another session (an open transaction holds it); "
                      "its {} waits until the lock is gone, the other rows go on",
@@ -823,6 +912,8 @@ class Worker {
   std::optional<std::chrono::milliseconds> next_due_in_;
   Jitter jitter_;
   uint64_t failures_since_log_ = 0;
+  DestinationCounters published_{s_.metrics.published}, failures_{s_.metrics.failures},
+      dead_letters_{s_.metrics.dead_letters};
   Clock::time_point last_failure_log_{};
   std::vector<Unsettled> unsettled_;
   Clock::time_point next_unsettled_try_{};
@@ -1057,6 +1148,15 @@ Relay::Relay(RelayOptions options, std::shared_ptr<brokers::Publisher> publisher
   state_->coordinator_event = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (state_->coordinator_event < 0) throw std::runtime_error("eventfd() failed: cannot start the relay");
   state_->options = std::move(options);
+  state_->metrics.workers.set(state_->options.workers);
+  state_->metrics.registry.on_collect([state = state_.get()] {
+    size_t lanes = 0;
+    for (auto& slot : state->slots) {
+      std::lock_guard lock(slot->mutex);
+      lanes += slot->owned.size();
+    }
+    state->metrics.lanes_owned.set(static_cast<double>(lanes));
+  });
 }
 
 Relay::~Relay() = default;
@@ -1066,6 +1166,17 @@ RelayStats Relay::run(std::stop_token stop) {
   std::exception_ptr error;
   std::stop_source abort;  // a fatal error, or the end of a drain, stops everyone
   std::stop_callback forward(stop, [&] { abort.request_stop(); });
+  for (auto& slot : state_->slots) slot->heartbeat.store(Clock::now().time_since_epoch().count());
+  std::unique_ptr<metrics::HttpEndpoint> endpoint;
+  if (!state_->options.http_listen.empty()) {
+    const auto address = metrics::parse_listen_address(state_->options.http_listen, "--http-listen");
+    endpoint = std::make_unique<metrics::HttpEndpoint>(
+        address, metrics::EndpointHandlers{&state_->metrics.registry, [this] { return state_->health(); },
+                                           [this] { return state_->ready(); }});
+    spdlog::info("serving /metrics, /healthz and /readyz on http://{}:{}",
+                 address.host.find(':') != std::string::npos ? "[" + address.host + "]" : address.host,
+                 endpoint->port());
+  }
   {
     std::vector<std::jthread> threads;
     auto guarded = [&](auto body) {
@@ -1086,6 +1197,8 @@ RelayStats Relay::run(std::stop_token stop) {
   if (error) std::rethrow_exception(error);
   return stats();
 }
+
+const metrics::Registry& Relay::metrics() const noexcept { return state_->metrics.registry; }
 
 RelayStats Relay::stats() const {
   return {state_->published.load(), state_->failed.load(),    state_->dead_lettered.load(),

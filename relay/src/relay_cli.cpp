@@ -159,6 +159,10 @@ int relay_main(int argc, char** argv) {
                  "linger.ms=10 or compression.type=lz4");
   app.add_option("--kafka-property", kafka_properties, "deprecated: use --broker-property");
   app.add_option("--compression", compression, "deprecated: use --broker-property compression.type=CODEC");
+  app.add_option("--http-listen", options.http_listen,
+                 "HOST:PORT to serve /metrics (Prometheus), /healthz and /readyz on, e.g. 127.0.0.1:9464 "
+                 "(default: none)")
+      ->envname("TXBOX_HTTP_LISTEN");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
 

@@ -4,7 +4,7 @@
 
 #include <thread>
 
-#include "txbox/core/metrics.hpp"
+#include "txbox/metrics/metrics.hpp"
 
 namespace m = txbox::metrics;
 using Catch::Matchers::Contains;

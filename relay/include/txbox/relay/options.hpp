@@ -68,6 +68,10 @@ struct RelayOptions {
   // e.g. compression.type=lz4; the other adapters reject names they do not
   // know.
   brokers::Properties broker_properties;
+  // HOST:PORT of the operators' HTTP endpoint (/metrics, /healthz,
+  // /readyz); empty = none (--http-listen, TOML http-listen, env
+  // TXBOX_HTTP_LISTEN). Port 0: a free port, logged at start.
+  std::string http_listen;
 };
 
 // Checks ranges and required fields; throws txbox::UsageError naming the

@@ -19,6 +19,7 @@
 
 #include "txbox/brokers/broker.hpp"
 #include "txbox/core/error.hpp"
+#include "txbox/metrics/metrics.hpp"
 #include "txbox/relay/options.hpp"
 
 namespace txbox::relay {
@@ -51,6 +52,10 @@ class Relay {
   RelayStats run(std::stop_token stop);
 
   RelayStats stats() const;
+
+  // The relay's metrics (what --http-listen serves at /metrics), for a
+  // program that embeds the relay and serves them itself.
+  const metrics::Registry& metrics() const noexcept;
 
  private:
   std::unique_ptr<State> state_;

@@ -1,4 +1,4 @@
-#include "txbox/core/metrics.hpp"
+#include "txbox/metrics/metrics.hpp"
 
 #include <unistd.h>
 
