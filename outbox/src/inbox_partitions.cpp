@@ -64,6 +64,8 @@ constexpr const char* kIntervalHint =
     "give a PostgreSQL interval of whole seconds or more without months or years, such as '1 day', "
     "'6 hours' or '7 days'";
 
+constexpr int kLockTimeoutSeconds = 10;
+
 struct Settings {
   std::string interval, retention;
 };
@@ -113,35 +115,34 @@ Settings checked_settings(pqxx::connection_base& conn, const std::optional<Setti
   return s;
 }
 
-// Converts the plain table: the old table becomes the partition of
-// everything before the first interval boundary at least one interval
-// ahead. Its CHECK constraint is added and validated first, in transactions
-// of their own that do not block the consumers (VALIDATE takes a SHARE
-// UPDATE EXCLUSIVE lock), so that ATTACH, under the exclusive lock, need not
-// scan the table.
-void convert(pqxx::connection_base& conn, const SchemaName& schema, const Settings& settings) {
-  std::string boundary, suffix;
-  {
-    pqxx::work tx(conn);
-    auto row = tx.exec_params1(fmt::format("SELECT b::text, to_char(b AT TIME ZONE 'UTC', 'YYYYMMDD_HH24MISS') "
-                                           "FROM (SELECT date_bin($1::interval, now(), {}) + 2 * $1::interval) AS t(b)",
-                                           kOrigin),
-                               settings.interval);
-    boundary = row[0].as<std::string>();
-    suffix = row[1].as<std::string>();
-    tx.exec0(schema.adapt("ALTER TABLE txbox.inbox DROP CONSTRAINT IF EXISTS inbox_before_partitioning"));
-    tx.exec0(schema.adapt("ALTER TABLE txbox.inbox ADD CONSTRAINT inbox_before_partitioning CHECK (processed_at < " +
-                          tx.quote(boundary) + ") NOT VALID"));
-    tx.commit();
+// Locks the plain inbox for a change of its definition. Waits at most
+// kLockTimeoutSeconds for the transactions using it to end (holding up the
+// consumers meanwhile, as they queue behind the lock), then fails.
+void lock_inbox(pqxx::transaction_base& tx, const SchemaName& schema) {
+  tx.exec0(fmt::format("SET LOCAL lock_timeout = '{}s'", kLockTimeoutSeconds));
+  try {
+    tx.exec0(schema.adapt("LOCK TABLE txbox.inbox IN ACCESS EXCLUSIVE MODE"));
+  } catch (const pqxx::sql_error& e) {
+    if (e.sqlstate() != "55P03") throw;
+    throw txbox::Error(ErrorKind::unavailable,
+                       fmt::format("could not lock {} within {} s: transactions using it did not end; the "
+                                   "inbox was not converted",
+                                   schema.qualify("inbox"), kLockTimeoutSeconds),
+                       "run the command again (cron will); long transactions on the inbox hold it up");
   }
-  {
-    pqxx::work tx(conn);
-    tx.exec0(schema.adapt("ALTER TABLE txbox.inbox VALIDATE CONSTRAINT inbox_before_partitioning"));
-    tx.commit();
-  }
-  const std::string old_name = "inbox_before_" + suffix;
+}
+
+constexpr const char* kDropBoundaryCheckSql =
+    "ALTER TABLE txbox.inbox DROP CONSTRAINT IF EXISTS inbox_before_partitioning";
+
+// One transaction: the old table renamed to `old_name` and attached as the
+// partition of everything before `boundary` to a new partitioned inbox,
+// which gets the old table's grants, the settings and the partitioned
+// inbox_claim.
+void swap_in_partitioned_table(pqxx::connection_base& conn, const SchemaName& schema, const Settings& settings,
+                               const std::string& boundary, const std::string& old_name) {
   pqxx::work tx(conn);
-  tx.exec0(schema.adapt("LOCK TABLE txbox.inbox IN ACCESS EXCLUSIVE MODE"));
+  lock_inbox(tx, schema);
   // The privileges granted on the old table, to grant them on the new one.
   auto grants = tx.exec_params(
       "SELECT a.privilege_type, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END "
@@ -166,6 +167,56 @@ void convert(pqxx::connection_base& conn, const SchemaName& schema, const Settin
                   settings.interval, settings.retention);
   tx.exec0(schema.adapt(kPartitionedClaimSql));
   tx.commit();
+}
+
+// Converts the plain table: the old table becomes the partition of
+// everything before the first interval boundary at least one interval
+// ahead. Its CHECK constraint is added and validated first, in transactions
+// of their own that do not block the consumers (VALIDATE takes a SHARE
+// UPDATE EXCLUSIVE lock), so that ATTACH, under the exclusive lock, need not
+// scan the table. Until the conversion commits, that constraint would refuse
+// the consumers' rows once the clock passes the boundary: a conversion that
+// fails removes it (and one that is killed has it replaced by the next run,
+// which comes long before the boundary when run from cron as documented).
+void convert(pqxx::connection_base& conn, const SchemaName& schema, const Settings& settings) {
+  std::string boundary, suffix;
+  {
+    pqxx::work tx(conn);
+    auto row = tx.exec_params1(fmt::format("SELECT b::text, to_char(b AT TIME ZONE 'UTC', 'YYYYMMDD_HH24MISS') "
+                                           "FROM (SELECT date_bin($1::interval, now(), {}) + 2 * $1::interval) AS t(b)",
+                                           kOrigin),
+                               settings.interval);
+    boundary = row[0].as<std::string>();
+    suffix = row[1].as<std::string>();
+    lock_inbox(tx, schema);
+    tx.exec0(schema.adapt(kDropBoundaryCheckSql));
+    tx.exec0(schema.adapt("ALTER TABLE txbox.inbox ADD CONSTRAINT inbox_before_partitioning CHECK (processed_at < " +
+                          tx.quote(boundary) + ") NOT VALID"));
+    tx.commit();
+  }
+  try {
+    {
+      pqxx::work tx(conn);
+      tx.exec0(schema.adapt("ALTER TABLE txbox.inbox VALIDATE CONSTRAINT inbox_before_partitioning"));
+      tx.commit();
+    }
+    swap_in_partitioned_table(conn, schema, settings, boundary, "inbox_before_" + suffix);
+  } catch (const std::exception& e) {
+    try {
+      pqxx::work tx(conn);
+      lock_inbox(tx, schema);
+      tx.exec0(schema.adapt(kDropBoundaryCheckSql));
+      tx.commit();
+    } catch (...) {
+      throw txbox::Error(ErrorKind::unavailable,
+                         fmt::format("{}; and the constraint inbox_before_partitioning (processed_at < '{}') could "
+                                     "not be removed from {}",
+                                     e.what(), boundary, schema.qualify("inbox")),
+                         "run the command again well before then (it replaces the constraint), or drop it: once "
+                         "the clock passes it, the inbox refuses new rows");
+    }
+    throw;
+  }
 }
 
 // The partitions of <schema>.inbox, by upper bound: name, upper bound,

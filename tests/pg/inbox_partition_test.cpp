@@ -266,6 +266,22 @@ TEST_CASE("txbox inbox partition: bad input is refused with exit 2 and changes n
   CHECK_THAT(longer.output, Contains("dedup window (retention) 30 days"));
 }
 
+TEST_CASE("txbox inbox partition: a transaction holding the inbox makes the conversion give up", "[inbox-partition]") {
+  auto url = test::create_database("inbox_part");
+  pqxx::connection conn(url);
+  pqxx::work open(conn);
+  Inbox("c").claim(open, Ids{"in-flight"});
+  auto r = partition(url, {});
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(r.output, Contains("could not lock") && Contains("not converted") && Contains("run the command again"));
+  open.commit();
+  CHECK(inbox_kind(url) == 'r');
+  CHECK(query_text(url, "SELECT count(*) FROM pg_constraint WHERE conname = 'inbox_before_partitioning'") == "0");
+  REQUIRE(partition(url, {}).exit_code == 0);
+  CHECK(claim_new(conn, Inbox("c"), {"in-flight", "next"}) == Ids{"next"});
+}
+
 TEST_CASE("txbox inbox partition works in another schema", "[inbox-partition]") {
   auto url = test::create_database("inbox_part", false);
   REQUIRE(test::run({test::binary_path("txbox"), "migrate", "--database-url", url, "--schema", "orders"}).exit_code == 0);
