@@ -7,6 +7,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <pqxx/pqxx>
 #include <thread>
 
@@ -155,6 +156,39 @@ TEST_CASE("partitioned inbox: two transactions racing on an id across a boundary
     CHECK(second_fresh == std::vector<bool>{true, !first_commits});
     CHECK(query_text(url, "SELECT count(*) FROM txbox.inbox WHERE message_id = '" + id + "'") == "1");
   }
+}
+
+TEST_CASE("partitioned inbox: SERIALIZABLE claimers racing across a boundary never both win", "[inbox-partition]") {
+  auto url = test::create_database("inbox_part");
+  REQUIRE(partition(url, {"--interval", "1 second", "--ahead", "60", "--retention", "1 minute"}).exit_code == 0);
+  Inbox inbox("c");
+  pqxx::connection first_conn(url), second_conn(url);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));  // past the old table's end (<= 2 s)
+  pqxx::transaction<pqxx::isolation_level::serializable> first(first_conn);
+  REQUIRE(inbox.claim(first, Ids{"s"}) == std::vector<bool>{true});
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // the second one starts a partition later
+  std::optional<bool> second_fresh;
+  std::string second_error;
+  std::thread second([&] {
+    try {
+      pqxx::transaction<pqxx::isolation_level::serializable> tx(second_conn);
+      tx.exec("SELECT 1");  // its snapshot: taken before the first one commits
+      second_fresh = inbox.claim(tx, Ids{"s"})[0];
+      tx.commit();
+    } catch (const pqxx::serialization_failure& e) {
+      second_error = e.what();
+    } catch (const std::exception& e) {
+      second_error = std::string("not a serialization failure: ") + e.what();
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  first.commit();
+  second.join();
+  INFO(second_error);
+  // Either it saw the first claim or SSI made it roll back (retried by the caller).
+  CHECK_THAT(second_error, !Contains("not a serialization failure"));
+  CHECK((second_fresh == std::optional<bool>(false) || !second_error.empty()));
+  CHECK(query_text(url, "SELECT count(*) FROM txbox.inbox WHERE message_id = 's'") == "1");
 }
 
 TEST_CASE("partitioned inbox: release and seen work, REPEATABLE READ is refused", "[inbox-partition]") {
