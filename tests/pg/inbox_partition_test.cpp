@@ -58,6 +58,26 @@ std::string partition_of(pqxx::connection& conn, const std::string& id) {
 
 using Ids = std::vector<std::string>;
 
+// A new database whose inbox is partitioned by the second (a minute's
+// retention, a minute ahead); the old table is the partition of the next
+// one to two seconds.
+std::string partitioned_by_seconds() {
+  auto url = test::create_database("inbox_part");
+  auto r = partition(url, {"--interval", "1 second", "--ahead", "60", "--retention", "1 minute"});
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  return url;
+}
+
+// Two connections to partitioned_by_seconds(), once the old table's range
+// is over: from then on every second's claims land in a partition of their own.
+struct RacingClaimers {
+  std::string url = partitioned_by_seconds();
+  pqxx::connection first_conn{url}, second_conn{url};
+  Inbox inbox{"c"};
+  RacingClaimers() { std::this_thread::sleep_for(std::chrono::milliseconds(2100)); }
+};
+
 }  // namespace
 
 TEST_CASE("txbox inbox partition converts the inbox, keeps its rows and is idempotent", "[inbox-partition]") {
@@ -117,8 +137,7 @@ TEST_CASE("partitioned inbox: a duplicate is found in another partition", "[inbo
 }
 
 TEST_CASE("partitioned inbox: an id claimed before a boundary is a duplicate after it", "[inbox-partition]") {
-  auto url = test::create_database("inbox_part");
-  REQUIRE(partition(url, {"--interval", "1 second", "--ahead", "60", "--retention", "1 minute"}).exit_code == 0);
+  auto url = partitioned_by_seconds();
   pqxx::connection conn(url);
   Inbox inbox("c");
   CHECK(claim_new(conn, inbox, {"x"}) == Ids{"x"});
@@ -128,11 +147,8 @@ TEST_CASE("partitioned inbox: an id claimed before a boundary is a duplicate aft
 }
 
 TEST_CASE("partitioned inbox: two transactions racing on an id across a boundary, one wins", "[inbox-partition]") {
-  auto url = test::create_database("inbox_part");
-  REQUIRE(partition(url, {"--interval", "1 second", "--ahead", "60", "--retention", "1 minute"}).exit_code == 0);
-  Inbox inbox("c");
-  pqxx::connection first_conn(url), second_conn(url);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));  // past the old table's end (<= 2 s)
+  RacingClaimers f;
+  auto& [url, first_conn, second_conn, inbox] = f;
   for (bool first_commits : {true, false}) {
     const std::string id = first_commits ? "race-commit" : "race-rollback";
     INFO(id);
@@ -159,11 +175,8 @@ TEST_CASE("partitioned inbox: two transactions racing on an id across a boundary
 }
 
 TEST_CASE("partitioned inbox: SERIALIZABLE claimers racing across a boundary never both win", "[inbox-partition]") {
-  auto url = test::create_database("inbox_part");
-  REQUIRE(partition(url, {"--interval", "1 second", "--ahead", "60", "--retention", "1 minute"}).exit_code == 0);
-  Inbox inbox("c");
-  pqxx::connection first_conn(url), second_conn(url);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2100));  // past the old table's end (<= 2 s)
+  RacingClaimers f;
+  auto& [url, first_conn, second_conn, inbox] = f;
   pqxx::transaction<pqxx::isolation_level::serializable> first(first_conn);
   REQUIRE(inbox.claim(first, Ids{"s"}) == std::vector<bool>{true});
   std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // the second one starts a partition later
