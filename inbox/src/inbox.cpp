@@ -34,14 +34,26 @@ pqxx::result Inbox::claimed(pqxx::transaction_base& tx, const std::string& sql, 
   try {
     return tx.exec_params(sql, consumer_, ids);
   } catch (const pqxx::undefined_function&) {
-    const auto& schema = options_.schema;
-    const std::string flag = schema.name() == SchemaName::kDefault ? "" : " --schema " + schema.name();
     throw txbox::Error(
         ErrorKind::unavailable,
         fmt::format("the database has no function {}.inbox_claim, which this txbox claims inbox ids with",
-                    schema.quoted()),
+                    options_.schema.quoted()),
         Retryable{false},
-        fmt::format("apply migration 0004 with `txbox migrate --database-url URL{}`", flag));
+        fmt::format("apply migration 0004 with `txbox migrate --database-url URL{}`", options_.schema.command_flag()));
+  } catch (const pqxx::check_violation& e) {
+    // Only a partitioned inbox refuses a claim's rows (the plain table has
+    // no CHECK constraint): no partition reaches the current time, as the
+    // partition upkeep stopped running (or an interrupted conversion left
+    // its boundary constraint behind). Both are what that command repairs.
+    const std::string_view server_error(e.what());
+    throw txbox::Error(
+        ErrorKind::unavailable,
+        fmt::format("the inbox {} cannot take new rows: {}", options_.schema.qualify("inbox"),
+                    server_error.substr(0, server_error.find('\n'))),
+        Retryable{true},
+        fmt::format("run `txbox inbox partition --database-url URL{}` to create the partitions up to now, and "
+                    "keep it running from cron more often than once per interval (docs/inbox.md)",
+                    options_.schema.command_flag()));
   }
 }
 

@@ -72,7 +72,7 @@ MigrateResult migrate(pqxx::connection_base& conn, const SchemaName& schema) {
 
 void require_schema(pqxx::connection_base& conn, const SchemaName& schema) {
   auto applied = applied_versions(conn, schema);
-  const std::string flag = schema.name() == SchemaName::kDefault ? "" : " --schema " + schema.name();
+  const std::string flag = schema.command_flag();
   std::vector<int> missing;
   for (const auto& m : migrations())
     if (std::find(applied.begin(), applied.end(), m.version) == applied.end())

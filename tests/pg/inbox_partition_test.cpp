@@ -204,6 +204,17 @@ TEST_CASE("partitioned inbox: SERIALIZABLE claimers racing across a boundary nev
   CHECK(query_text(url, "SELECT count(*) FROM txbox.inbox WHERE message_id = 's'") == "1");
 }
 
+TEST_CASE("partitioned inbox: claims past the last partition say to run txbox inbox partition", "[inbox-partition]") {
+  auto url = test::create_database("inbox_part");
+  REQUIRE(partition(url, {"--interval", "1 second", "--ahead", "1"}).exit_code == 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));  // past the partitions (<= 3 s)
+  pqxx::connection conn(url);
+  CHECK_THROWS_WITH(claim_new(conn, Inbox("c"), {"late"}),
+                    Contains("cannot take new rows") && Contains("txbox inbox partition --database-url"));
+  REQUIRE(partition(url, {}).exit_code == 0);
+  CHECK(claim_new(conn, Inbox("c"), {"late"}) == Ids{"late"});
+}
+
 TEST_CASE("partitioned inbox: release and seen work, REPEATABLE READ is refused", "[inbox-partition]") {
   auto url = test::create_database("inbox_part");
   REQUIRE(partition(url, {}).exit_code == 0);
