@@ -230,28 +230,39 @@ pqxx::result partitions(pqxx::transaction_base& tx, const SchemaName& schema, co
       schema.qualify("inbox"), retention);
 }
 
+// What <schema>.inbox is: 'r' (plain), 'p' (partitioned), or 0 without an
+// inbox table; and the settings recorded by the conversion, if any.
+std::pair<char, std::optional<Settings>> inbox_state(pqxx::transaction_base& tx, const SchemaName& schema) {
+  auto row = tx.exec_params1("SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)), "
+                             "to_regclass($2) IS NOT NULL",
+                             schema.qualify("inbox"), schema.qualify("inbox_partitioning"));
+  const char kind = row[0].is_null() ? 0 : row[0].as<std::string>().at(0);
+  if (!row[1].as<bool>()) return {kind, std::nullopt};
+  auto s = tx.exec1(schema.adapt("SELECT partition_interval::text, retention::text FROM txbox.inbox_partitioning"));
+  return {kind, Settings{s[0].as<std::string>(), s[1].as<std::string>()}};
+}
+
 }  // namespace
+
+std::string describe_inbox_layout(pqxx::transaction_base& tx, const SchemaName& schema) {
+  auto [kind, recorded] = inbox_state(tx, schema);
+  if (kind != 'p') return "plain table";
+  if (!recorded) return "partitioned, not by `txbox inbox partition`";
+  auto all = partitions(tx, schema, recorded->retention);
+  return fmt::format("partitioned by {}, retention {}, {} partitions up to {}", recorded->interval,
+                     recorded->retention, all.size(), all.empty() ? "-" : all.back()[1].c_str());
+}
 
 InboxPartitionReport partition_inbox(pqxx::connection_base& conn, const SchemaName& schema,
                                      const InboxPartitionOptions& options) {
   SchemaLock lock(conn);
-  std::optional<Settings> recorded;
-  char kind = 0;
-  {
+  auto [kind, recorded] = [&] {
     pqxx::nontransaction tx(conn);
-    auto row = tx.exec_params1("SELECT (SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)), "
-                               "to_regclass($2) IS NOT NULL",
-                               schema.qualify("inbox"), schema.qualify("inbox_partitioning"));
-    if (row[0].is_null())
-      throw txbox::ConfigError(fmt::format("schema '{}' has no inbox table", schema.name()),
-                               "check --schema; `txbox migrate --schema NAME` creates the txbox tables");
-    kind = row[0].as<std::string>().at(0);
-    if (row[1].as<bool>()) {
-      auto s = tx.exec1(schema.adapt(
-          "SELECT partition_interval::text, retention::text FROM txbox.inbox_partitioning"));
-      recorded = Settings{s[0].as<std::string>(), s[1].as<std::string>()};
-    }
-  }
+    return inbox_state(tx, schema);
+  }();
+  if (kind == 0)
+    throw txbox::ConfigError(fmt::format("schema '{}' has no inbox table", schema.name()),
+                             "check --schema; `txbox migrate --schema NAME` creates the txbox tables");
   require_schema(conn, schema);
   if (kind == 'p' && !recorded)
     throw txbox::ConfigError(

@@ -313,6 +313,7 @@ int txbox_main(int argc, char** argv) {
           "dead letters: %lld\n",
           row[3].as<int>(), row[0].as<long long>(), row[1].as<long long>(),
           row[2].is_null() ? "-" : row[2].c_str(), row[4].as<long long>());
+      fmt::print("inbox: {}\n", outbox::describe_inbox_layout(tx, schema));
       return cli::kExitOk;
     }
     if (list->parsed()) {

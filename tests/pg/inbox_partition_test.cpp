@@ -92,6 +92,8 @@ TEST_CASE("txbox inbox partition converts the inbox, keeps its rows and is idemp
     tx.exec0("GRANT SELECT ON txbox.inbox TO " + reader);
     tx.commit();
   }
+  auto status = [&] { return test::run({test::binary_path("txbox"), "status", "--database-url", url}).output; };
+  CHECK_THAT(status(), Contains("inbox: plain table"));
   auto first = partition(url, {"--interval", "1 day", "--retention", "7 days"});
   INFO(first.output);
   REQUIRE(first.exit_code == 0);
@@ -99,6 +101,7 @@ TEST_CASE("txbox inbox partition converts the inbox, keeps its rows and is idemp
                                Contains("dedup window (retention) 7 days"));
   CHECK(inbox_kind(url) == 'p');
   CHECK(query_text(url, "SELECT count(*) FROM txbox.inbox") == "2");
+  CHECK_THAT(status(), Contains("inbox: partitioned by 1 day, retention 7 days, 3 partitions up to"));
   CHECK(query_text(url, "SELECT has_table_privilege('" + reader + "', 'txbox.inbox', 'SELECT')") == "t");
 
   auto second = partition(url, {});

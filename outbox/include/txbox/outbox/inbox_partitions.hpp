@@ -16,6 +16,7 @@
 
 namespace pqxx {
 class connection_base;
+class transaction_base;
 }
 
 namespace txbox::outbox {
@@ -43,5 +44,9 @@ struct InboxPartitionReport {
 // migration or another call.
 InboxPartitionReport partition_inbox(pqxx::connection_base& conn, const SchemaName& schema,
                                      const InboxPartitionOptions& options);
+
+// One line for `txbox status`: "plain table", or "partitioned by 1 day,
+// retention 7 days, 11 partitions up to 2026-12-03 00:00:00+00".
+std::string describe_inbox_layout(pqxx::transaction_base& tx, const SchemaName& schema);
 
 }  // namespace txbox::outbox
