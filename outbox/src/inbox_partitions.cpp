@@ -75,7 +75,7 @@ std::string canonical_interval(pqxx::connection_base& conn, const std::string& f
   pqxx::nontransaction tx(conn);
   try {
     return tx.exec_params1("SELECT $1::interval::text", text)[0].as<std::string>();
-  } catch (const pqxx::data_exception& e) {
+  } catch (const pqxx::data_exception&) {
     throw txbox::UsageError(fmt::format("{} '{}' is not a PostgreSQL interval", flag, text), kIntervalHint);
   }
 }
