@@ -46,6 +46,8 @@ std::string SchemaName::qualify(std::string_view object) const {
 
 std::string SchemaName::wakeup_channel() const { return concat({name_, "_outbox"}); }
 
+std::string SchemaName::command_flag() const { return name_ == kDefault ? "" : concat({" --schema ", name_}); }
+
 std::string SchemaName::adapt(std::string_view sql) const {
   if (name_ == kDefault) return std::string(sql);
   auto identifier_char = [](char c) {

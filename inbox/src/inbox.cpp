@@ -1,5 +1,7 @@
 #include "txbox/inbox/inbox.hpp"
 
+#include <fmt/format.h>
+
 #include <pqxx/pqxx>
 #include <unordered_set>
 
@@ -15,12 +17,11 @@ const char* to_string(Outcome outcome) noexcept {
 Inbox::Inbox(std::string consumer, InboxOptions options)
     : consumer_(std::move(consumer)),
       options_(std::move(options)),
-      insert_sql_(options_.schema.adapt(
-          "INSERT INTO txbox.inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")),
+      // Through the schema's function (migration 0004), which knows the
+      // inbox's layout: a plain table, or partitions (docs/inbox.md).
+      process_sql_(options_.schema.adapt("SELECT txbox.inbox_claim($1, ARRAY[$2::text])")),
       seen_sql_(options_.schema.adapt("SELECT 1 FROM txbox.inbox WHERE consumer = $1 AND message_id = $2")),
-      claim_sql_(options_.schema.adapt(
-          "INSERT INTO txbox.inbox (consumer, message_id) SELECT $1, unnest($2::text[]) "
-          "ON CONFLICT DO NOTHING RETURNING message_id")),
+      claim_sql_(options_.schema.adapt("SELECT txbox.inbox_claim($1, $2::text[])")),
       release_sql_(options_.schema.adapt(
           "DELETE FROM txbox.inbox WHERE consumer = $1 AND message_id = ANY($2::text[])")) {
   if (consumer_.empty())
@@ -29,15 +30,41 @@ Inbox::Inbox(std::string consumer, InboxOptions options)
         "'billing.order-events'");
 }
 
+pqxx::result Inbox::claimed(pqxx::transaction_base& tx, const std::string& sql, const std::string& ids) const {
+  try {
+    return tx.exec_params(sql, consumer_, ids);
+  } catch (const pqxx::undefined_function&) {
+    throw txbox::Error(
+        ErrorKind::unavailable,
+        fmt::format("the database has no function {}.inbox_claim, which this txbox claims inbox ids with",
+                    options_.schema.quoted()),
+        Retryable{false},
+        fmt::format("apply migration 0004 with `txbox migrate --database-url URL{}`", options_.schema.command_flag()));
+  } catch (const pqxx::check_violation& e) {
+    // Only a partitioned inbox refuses a claim's rows (the plain table has
+    // no CHECK constraint): no partition reaches the current time, as the
+    // partition upkeep stopped running (or an interrupted conversion left
+    // its boundary constraint behind). Both are what that command repairs.
+    const std::string_view server_error(e.what());
+    throw txbox::Error(
+        ErrorKind::unavailable,
+        fmt::format("the inbox {} cannot take new rows: {}", options_.schema.qualify("inbox"),
+                    server_error.substr(0, server_error.find('\n'))),
+        Retryable{true},
+        fmt::format("run `txbox inbox partition --database-url URL{}` to create the partitions up to now, and "
+                    "keep it running from cron more often than once per interval (docs/inbox.md)",
+                    options_.schema.command_flag()));
+  }
+}
+
 Outcome Inbox::process(pqxx::transaction_base& tx, std::string_view message_id,
                        const Handler& handler) const {
   if (message_id.empty())
     throw txbox::UsageError("inbox: message id is empty; every message needs an id");
-  // ON CONFLICT DO NOTHING waits for a concurrent uncommitted insert of the
-  // same id and then inserts nothing, so two racing deliveries run the
-  // handler once.
-  auto inserted = tx.exec_params(insert_sql_, consumer_, std::string(message_id));
-  if (inserted.affected_rows() == 0) return Outcome::duplicate;
+  // inbox_claim waits for a concurrent uncommitted claim of the same id and
+  // then records nothing, so two racing deliveries run the handler once.
+  auto inserted = claimed(tx, process_sql_, std::string(message_id));
+  if (inserted.empty()) return Outcome::duplicate;
   handler(tx);
   return Outcome::processed;
 }
@@ -54,7 +81,7 @@ std::vector<bool> Inbox::claim(pqxx::transaction_base& tx, std::span<const std::
   for (const auto& id : ids)
     if (id.empty()) throw txbox::UsageError("inbox: message id is empty; every message needs an id");
   std::unordered_set<std::string> inserted;
-  for (const auto& row : tx.exec_params(claim_sql_, consumer_, pg_array(ids)))
+  for (const auto& row : claimed(tx, claim_sql_, pg_array(ids)))
     inserted.insert(row[0].as<std::string>());
   std::vector<bool> fresh;
   fresh.reserve(ids.size());

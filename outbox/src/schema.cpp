@@ -24,22 +24,21 @@ std::vector<int> applied_versions(pqxx::connection_base& conn, const SchemaName&
   return versions;
 }
 
-MigrateResult migrate(pqxx::connection_base& conn, const SchemaName& schema) {
-  {
-    pqxx::nontransaction lock(conn);
-    lock.exec_params("SELECT pg_advisory_lock($1)", kMigrationLockKey);
-  }
-  struct Unlock {
-    pqxx::connection_base& conn;
-    ~Unlock() {
-      try {
-        pqxx::nontransaction tx(conn);
-        tx.exec_params("SELECT pg_advisory_unlock($1)", kMigrationLockKey);
-      } catch (...) {  // the lock dies with the session anyway
-      }
-    }
-  } unlock{conn};
+SchemaLock::SchemaLock(pqxx::connection_base& conn) : conn_(conn) {
+  pqxx::nontransaction tx(conn_);
+  tx.exec_params("SELECT pg_advisory_lock($1)", kMigrationLockKey);
+}
 
+SchemaLock::~SchemaLock() {
+  try {
+    pqxx::nontransaction tx(conn_);
+    tx.exec_params("SELECT pg_advisory_unlock($1)", kMigrationLockKey);
+  } catch (...) {  // the lock dies with the session anyway
+  }
+}
+
+MigrateResult migrate(pqxx::connection_base& conn, const SchemaName& schema) {
+  SchemaLock lock(conn);
   auto applied = applied_versions(conn, schema);
   std::vector<int> unknown;
   for (int v : applied)
@@ -73,7 +72,7 @@ MigrateResult migrate(pqxx::connection_base& conn, const SchemaName& schema) {
 
 void require_schema(pqxx::connection_base& conn, const SchemaName& schema) {
   auto applied = applied_versions(conn, schema);
-  const std::string flag = schema.name() == SchemaName::kDefault ? "" : " --schema " + schema.name();
+  const std::string flag = schema.command_flag();
   std::vector<int> missing;
   for (const auto& m : migrations())
     if (std::find(applied.begin(), applied.end(), m.version) == applied.end())

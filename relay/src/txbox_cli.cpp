@@ -13,6 +13,7 @@
 #include "txbox/core/error.hpp"
 #include "txbox/core/version.hpp"
 #include "txbox/outbox/dead_letters.hpp"
+#include "txbox/outbox/inbox_partitions.hpp"
 #include "txbox/outbox/schema.hpp"
 #include "txbox/relay/cli.hpp"
 
@@ -156,7 +157,9 @@ const char* plural(size_t n) { return n == 1 ? "dead letter" : "dead letters"; }
 }  // namespace
 
 int txbox_main(int argc, char** argv) {
-  CLI::App app{"txbox: operations on a txbox database (schema migrations, outbox status, dead letters)"};
+  CLI::App app{
+      "txbox: operations on a txbox database (schema migrations, outbox status, dead letters, inbox "
+      "partitions)"};
   app.set_version_flag("--version", std::string("txbox ") + txbox::kVersion);
   app.require_subcommand(1);
   std::string database_url, schema_name(SchemaName::kDefault);
@@ -210,6 +213,23 @@ int txbox_main(int argc, char** argv) {
   purge->add_option("--older-than", older_than,
                     "age by dead_at: a whole number and s, m, h, d or w (45s, 15m, 12h, 30d, 2w)")
       ->required();
+
+  auto* inbox = app.add_subcommand("inbox", "manage the inbox table's layout");
+  inbox->require_subcommand(1);
+  auto* partition = inbox->add_subcommand(
+      "partition",
+      "partition the inbox by time (the first run converts it), create the partitions ahead and drop "
+      "the expired ones; idempotent, run it from cron (docs/inbox.md)");
+  add_database(partition);
+  outbox::InboxPartitionOptions partitioning;
+  partition->add_option("--interval", partitioning.interval,
+                        "time each partition covers, a PostgreSQL interval (default '1 day'; fixed by the "
+                        "first run)");
+  partition->add_option("--retention", partitioning.retention,
+                        "the dedup window: partitions wholly older than this are dropped (default '7 days')");
+  partition->add_option("--ahead", partitioning.ahead,
+                        "intervals beyond the current one to create partitions for (default 3)")
+      ->check(CLI::Range(1, 10000));
 
   auto usage_error = [](const std::string& message, const std::string& help) {
     std::fprintf(stderr, "txbox: error: %s; see %s --help\n", one_line(message).c_str(),
@@ -270,6 +290,17 @@ int txbox_main(int argc, char** argv) {
       }
       return cli::kExitOk;
     }
+    if (partition->parsed()) {
+      auto report = outbox::partition_inbox(conn, schema, partitioning);
+      if (report.converted)
+        fmt::print("converted {} into a table partitioned by processed_at (the old table is its first partition)\n",
+                   schema.qualify("inbox"));
+      for (const auto& p : report.created) fmt::print("created partition {}\n", p);
+      for (const auto& p : report.dropped) fmt::print("dropped expired partition {}\n", p);
+      fmt::print("inbox partitions of {} up to {}; dedup window (retention) {}\n", report.interval,
+                 report.covered_until, report.retention);
+      return cli::kExitOk;
+    }
     outbox::require_schema(conn, schema);
     if (status->parsed()) {
       pqxx::read_transaction tx(conn);
@@ -282,6 +313,7 @@ int txbox_main(int argc, char** argv) {
           "dead letters: %lld\n",
           row[3].as<int>(), row[0].as<long long>(), row[1].as<long long>(),
           row[2].is_null() ? "-" : row[2].c_str(), row[4].as<long long>());
+      fmt::print("inbox: {}\n", outbox::describe_inbox_layout(tx, schema));
       return cli::kExitOk;
     }
     if (list->parsed()) {

@@ -10,6 +10,7 @@
 #include <set>
 #include <pqxx/pqxx>
 
+#include "support/process.hpp"
 #include "support/test_env.hpp"
 #include "txbox/consumer/inbox_consumer.hpp"
 #include "txbox/core/pg_array.hpp"
@@ -75,8 +76,14 @@ Delivery delivery(int64_t offset, const std::string& id, const std::string& key)
   return d;
 }
 
-std::string prepared_database() {
+// With `partitioned`, the inbox is the time-partitioned one (docs/inbox.md).
+std::string prepared_database(bool partitioned = false) {
   auto url = test::create_database("batch");
+  if (partitioned) {
+    auto r = test::run({test::binary_path("txbox"), "inbox", "partition", "--database-url", url});
+    INFO(r.output);
+    REQUIRE(r.exit_code == 0);
+  }
   pqxx::connection conn(url);
   pqxx::nontransaction(conn).exec0("CREATE TABLE effects (seq bigserial, message_id text)");
   return url;
@@ -95,7 +102,9 @@ std::vector<std::string> effects(const std::string& url) {
 TEST_CASE("a batch with a duplicate, a throwing handler and a poison message: the others commit once, in key "
           "order, acks only after the commit",
           "[consumer][batch]") {
-  const auto url = prepared_database();
+  const bool partitioned = GENERATE(false, true);
+  INFO((partitioned ? "partitioned inbox" : "plain inbox"));
+  const auto url = prepared_database(partitioned);
   {
     pqxx::connection conn(url);
     pqxx::work tx(conn);

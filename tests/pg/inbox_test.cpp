@@ -100,3 +100,18 @@ TEST_CASE("inbox rejects an empty consumer name or message id", "[inbox]") {
   Fixture f;
   CHECK_THROWS_AS(Inbox("c").process(f.conn, "", write_effect("")), txbox::UsageError);
 }
+
+TEST_CASE("inbox without migration 0004 says to run txbox migrate", "[inbox]") {
+  Fixture f;
+  {
+    pqxx::work tx(f.conn);
+    tx.exec0("DROP FUNCTION txbox.inbox_claim(text, text[])");
+    tx.commit();
+  }
+  Inbox inbox("billing.orders");
+  CHECK_THROWS_WITH(inbox.process(f.conn, "m-5", write_effect("m-5")),
+                    Catch::Matchers::Contains("inbox_claim") && Catch::Matchers::Contains("txbox migrate"));
+  pqxx::work tx(f.conn);
+  const std::vector<std::string> ids{"m-6"};
+  CHECK_THROWS_AS(inbox.claim(tx, ids), txbox::Error);
+}

@@ -33,6 +33,9 @@ class SchemaName {
   // The LISTEN/NOTIFY channel the outbox trigger wakes relays of this schema
   // on: "<name>_outbox" (txbox_outbox for the default schema).
   std::string wakeup_channel() const;
+  // " --schema name" for a txbox command that must name this schema in a
+  // hint ("run `txbox migrate --database-url URL{}`"); empty for the default.
+  std::string command_flag() const;
 
   // `sql`, written for the default schema (txbox.outbox, the channel
   // 'txbox_outbox', CREATE SCHEMA IF NOT EXISTS txbox), moved into this

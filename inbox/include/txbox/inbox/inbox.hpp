@@ -15,6 +15,7 @@
 
 namespace pqxx {
 class connection_base;
+class result;
 class transaction_base;
 }  // namespace pqxx
 
@@ -59,6 +60,11 @@ class Inbox {
   Outcome process(pqxx::transaction_base& tx, std::string_view message_id,
                   const Handler& handler) const;
 
+  // All of these work on either inbox layout, the plain table or the
+  // time-partitioned one (docs/inbox.md); claiming goes through the schema's
+  // inbox_claim() function (migration 0004), and without it throws an error
+  // saying to run `txbox migrate`.
+  //
   // Batches (one statement each, in the caller's transaction):
   // claim() records every id not yet recorded and returns, per id, whether
   // it is new (false: processed before, being processed by a concurrent
@@ -72,9 +78,12 @@ class Inbox {
   bool seen(pqxx::transaction_base& tx, std::string_view message_id) const;
 
  private:
+  // Runs inbox_claim (`sql`) for `ids`; its rows are the ids newly recorded.
+  pqxx::result claimed(pqxx::transaction_base& tx, const std::string& sql, const std::string& ids) const;
+
   std::string consumer_;
   InboxOptions options_;
-  std::string insert_sql_, seen_sql_, claim_sql_, release_sql_;
+  std::string process_sql_, seen_sql_, claim_sql_, release_sql_;
 };
 
 }  // namespace txbox::inbox

@@ -44,6 +44,20 @@ struct MigrateResult {
 // version this build does not know.
 MigrateResult migrate(pqxx::connection_base& conn, const SchemaName& schema = SchemaName());
 
+// A session advisory lock (single bigint key "txbox" + 1, one per database)
+// held while migrating or changing the inbox's layout, so that neither
+// overlaps another. Waits for it; releases it when destroyed.
+class SchemaLock {
+ public:
+  explicit SchemaLock(pqxx::connection_base& conn);
+  ~SchemaLock();
+  SchemaLock(const SchemaLock&) = delete;
+  SchemaLock& operator=(const SchemaLock&) = delete;
+
+ private:
+  pqxx::connection_base& conn_;
+};
+
 // Versions recorded in <schema>.schema_version (empty when never migrated).
 std::vector<int> applied_versions(pqxx::connection_base& conn, const SchemaName& schema = SchemaName());
 
