@@ -161,20 +161,29 @@ std::vector<Message> order_events(const std::string& destination, int messages, 
 
 // A destination of its own for one run: the topic, queue, subject or stream,
 // and the consumer group (and inbox consumer) of the same name.
-brokers::Subscription subscription_of(const std::string& destination) { return {destination, destination}; }
+brokers::Subscription subscription_of(const ConsumerArgs& a, const std::string& broker_url,
+                                      const std::string& destination) {
+  brokers::Subscription subscription{destination, destination};
+  if (scheme_of(broker_url) == "kafka")
+    for (const auto& p : a.kafka_properties)
+      if (auto eq = p.find('='); eq != std::string::npos) subscription.properties[p.substr(0, eq)] = p.substr(eq + 1);
+  return subscription;
+}
 
 // RabbitMQ drops what is published to the default exchange for a queue that
 // does not exist yet: the consumer declares it (with its dead-letter
 // arguments), so one is opened and closed before the fill. The other
 // brokers create the destination on the first publish.
-void declare_destination(const std::string& broker_url, const std::string& destination) {
-  if (scheme_of(broker_url) == "amqp") brokers::open_consumer(broker_url, subscription_of(destination))->close();
+void declare_destination(const ConsumerArgs& a, const std::string& broker_url, const std::string& destination) {
+  if (scheme_of(broker_url) == "amqp")
+    brokers::open_consumer(broker_url, subscription_of(a, broker_url, destination))->close();
 }
 
-void fill(const std::string& broker_url, brokers::Publisher& publisher, const std::string& destination, int messages,
-          int keys) {
-  declare_destination(broker_url, destination);
-  const auto events = order_events(destination, messages, keys);
+void fill(const ConsumerArgs& a, const std::string& broker_url, brokers::Publisher& publisher,
+          const std::string& destination) {
+  declare_destination(a, broker_url, destination);
+  const int messages = a.messages;
+  const auto events = order_events(destination, messages, a.keys);
   const long confirmed = publish_all(publisher, events, 4, 500, 4);
   if (confirmed != messages)
     throw std::runtime_error(fmt::format("filling {}: the broker confirmed {} of {} messages", destination, confirmed,
@@ -253,9 +262,9 @@ double run_once(const ConsumerArgs& a, const std::string& broker_url, brokers::P
                 const std::string& destination, Handler handler, int workers) {
   consumer::InboxConsumerOptions options;
   if (!set_workers(options, workers)) return 0;
-  fill(broker_url, publisher, destination, a.messages, a.keys);
+  fill(a, broker_url, publisher, destination);
   reset_consumer_tables(a.database_url);
-  TimedConsumer timed(brokers::open_consumer(broker_url, subscription_of(destination)), false);
+  TimedConsumer timed(brokers::open_consumer(broker_url, subscription_of(a, broker_url, destination)), false);
   const auto expected = static_cast<uint64_t>(a.messages);
   if (handler == Handler::none) {
     drain_adapter_alone(timed, expected);
@@ -333,9 +342,9 @@ class PacedPublisher {
 
 json latency(const ConsumerArgs& a, const std::string& broker_url, brokers::Publisher& publisher,
              const std::string& destination) {
-  declare_destination(broker_url, destination);
+  declare_destination(a, broker_url, destination);
   reset_consumer_tables(a.database_url);
-  TimedConsumer timed(brokers::open_consumer(broker_url, subscription_of(destination)), true);
+  TimedConsumer timed(brokers::open_consumer(broker_url, subscription_of(a, broker_url, destination)), true);
   consumer::InboxConsumer inbox_consumer(timed, a.database_url, inbox::Inbox(destination),
                                          example::add_order_to_customer_totals);  // the defaults
   std::jthread consuming([&](std::stop_token stop) { inbox_consumer.run(stop); });
@@ -407,60 +416,75 @@ CLI::App* add_consumer_command(CLI::App& app, ConsumerArgs& a) {
                                             "(no-op and upsert handlers), latency at a fixed rate");
   cp->add_option("--database-url", a.database_url, "database to use (its txbox.inbox is truncated!)")->required();
   cp->add_option("--broker-url", a.broker_urls, "broker(s) to measure (repeatable)")->required();
-  cp->add_option("--messages", a.messages, "messages per run (default 200000)");
+  cp->add_option("--messages", a.messages, "messages per run (default 200000; 0 = only the latency run)");
   cp->add_option("--keys", a.keys, "distinct message keys (customers; default 1000)");
   cp->add_option("--workers", a.workers, "InboxConsumerOptions::workers of the inbox runs (default 1,4)")
       ->delimiter(',');
   cp->add_option("--repeat", a.repeat, "runs of each kind; the best is reported (default 1)");
   cp->add_option("--latency-rate", a.latency_rate, "messages/s of the latency run (default 1000; 0 = none)");
   cp->add_option("--latency-seconds", a.latency_seconds, "seconds of the latency run (default 20)");
+  cp->add_option("--kafka-property", a.kafka_properties, "NAME=VALUE for the Kafka consumers (repeatable)");
   cp->add_option("--json", a.json_path, "append the results as JSON lines to this file");
   return cp;
 }
 
+namespace {
+
+// The ceiling, then the inbox consumer's runs, each on a destination of its
+// own; prints and records each.
+void throughput_runs(const ConsumerArgs& a, const std::string& url, brokers::Publisher& publisher,
+                     const std::string& run_id) {
+  const std::string broker = scheme_of(url);
+  int run_number = 0;
+  auto best_of = [&](Handler handler, int workers) {
+    double best = 0;
+    for (int r = 0; r < a.repeat; ++r) {
+      const std::string destination = fmt::format("{}-{}", run_id, ++run_number);
+      best = std::max(best, run_once(a, url, publisher, destination, handler, workers));
+    }
+    return best;
+  };
+  const double ceiling = best_of(Handler::none, 1);
+  auto record = [&](Handler handler, int workers, double rate) {
+    const std::string mode = name_of(handler);
+    append_json(a.json_path, {{"kind", "consumer"}, {"broker", broker}, {"mode", mode}, {"workers", workers},
+                              {"messages", a.messages}, {"keys", a.keys}, {"repeat", a.repeat}, {"rate", rate},
+                              {"ceiling", ceiling}});
+    const auto target = target_of(broker, mode, rate, ceiling);
+    fmt::print("| {} | {} | {:.0f} | {:.2f} | {} |\n", broker, run_name(handler, workers), rate, rate / ceiling,
+               target ? fmt::format("{} {}", target->second, target->first ? "met" : "MISSED") : "");
+    std::fflush(stdout);
+  };
+  record(Handler::none, 1, ceiling);
+  for (int workers : a.workers)
+    for (Handler handler : {Handler::no_op, Handler::upsert}) {
+      const double rate = best_of(handler, workers);
+      if (rate == 0 && workers != 1) {
+        fmt::print("| {} | {} | (no InboxConsumerOptions::workers in this build) | | |\n", broker,
+                   run_name(handler, workers));
+        continue;
+      }
+      record(handler, workers, rate);
+    }
+}
+
+}  // namespace
+
 int consumer_bench(const ConsumerArgs& a) {
-  const auto run_id = std::chrono::system_clock::now().time_since_epoch().count();
-  fmt::print("\n{} order events over {} keys per run, best of {}:\n\n", a.messages, a.keys, a.repeat);
-  fmt::print("| broker | run | messages/s | beside the ceiling | target |\n|---|---|---:|---:|---|\n");
+  const std::string run_id =
+      fmt::format("cbench-{}", std::chrono::system_clock::now().time_since_epoch().count());
+  if (a.messages > 0)
+    fmt::print("\n{} order events over {} keys per run, best of {}:\n\n"
+               "| broker | run | messages/s | beside the ceiling | target |\n|---|---|---:|---:|---|\n",
+               a.messages, a.keys, a.repeat);
   std::vector<json> latencies;
   for (const auto& url : a.broker_urls) {
-    const std::string broker = scheme_of(url);
     std::shared_ptr<brokers::Publisher> publisher = brokers::open_publisher(url, {});
-    int run_number = 0;
-    auto best_of = [&](Handler handler, int workers) {
-      double best = 0;
-      for (int r = 0; r < a.repeat; ++r) {
-        const std::string destination = fmt::format("cbench-{}-{}", run_id, ++run_number);
-        best = std::max(best, run_once(a, url, *publisher, destination, handler, workers));
-      }
-      return best;
-    };
-    const double ceiling = best_of(Handler::none, 1);
-    auto report_run = [&](Handler handler, int workers, double rate) {
-      const std::string mode = name_of(handler);
-      append_json(a.json_path, {{"kind", "consumer"}, {"broker", broker}, {"mode", mode}, {"workers", workers},
-                                {"messages", a.messages}, {"keys", a.keys}, {"repeat", a.repeat}, {"rate", rate},
-                                {"ceiling", ceiling}});
-      const auto target = target_of(broker, mode, rate, ceiling);
-      fmt::print("| {} | {} | {:.0f} | {:.2f} | {} |\n", broker, run_name(handler, workers), rate, rate / ceiling,
-                 target ? fmt::format("{} {}", target->second, target->first ? "met" : "MISSED") : "");
-      std::fflush(stdout);
-    };
-    report_run(Handler::none, 1, ceiling);
-    for (int workers : a.workers)
-      for (Handler handler : {Handler::no_op, Handler::upsert}) {
-        const double rate = best_of(handler, workers);
-        if (rate == 0 && workers != 1) {
-          fmt::print("| {} | {} | (no InboxConsumerOptions::workers in this build) | | |\n", broker,
-                     run_name(handler, workers));
-          continue;
-        }
-        report_run(handler, workers, rate);
-      }
+    if (a.messages > 0) throughput_runs(a, url, *publisher, run_id);
     if (a.latency_rate > 0) {
-      json point = latency(a, url, *publisher, fmt::format("cbench-{}-latency", run_id));
+      json point = latency(a, url, *publisher, run_id + "-latency");
       point["kind"] = "consumer_latency";
-      point["broker"] = broker;
+      point["broker"] = scheme_of(url);
       append_json(a.json_path, point);
       latencies.push_back(point);
     }

@@ -19,6 +19,7 @@ struct ConsumerArgs {
   int messages = 200000, keys = 1000, repeat = 1;
   std::vector<int> workers{1, 4};  // InboxConsumerOptions::workers of the inbox runs
   int latency_rate = 1000, latency_seconds = 20;
+  std::vector<std::string> kafka_properties;  // NAME=VALUE for the Kafka consumers
 };
 
 // Adds the subcommand and its options to `app`.
