@@ -134,6 +134,32 @@ class TimedConsumer final : public brokers::Consumer {
   std::vector<Sample> samples_;
 };
 
+// The inbox consumer's own limit: a broker that hands out prepared
+// deliveries at once and takes acks for free, so that only the database work
+// counts (what the relay bench's null broker is to the relay).
+class InMemoryConsumer final : public brokers::Consumer {
+ public:
+  explicit InMemoryConsumer(std::vector<Message> messages) : messages_(std::move(messages)) {}
+
+  std::optional<Delivery> poll(milliseconds) override {
+    std::lock_guard lock(mutex_);
+    if (next_ == messages_.size()) return std::nullopt;
+    Delivery delivery;
+    delivery.message = std::move(messages_[next_]);
+    delivery.source = delivery.message.destination;
+    delivery.offset = static_cast<int64_t>(next_);
+    delivery.ack_token = std::to_string(next_++);
+    return delivery;
+  }
+  void ack(const Delivery&) override {}
+  void close() override {}
+
+ private:
+  std::mutex mutex_;
+  std::vector<Message> messages_;
+  size_t next_ = 0;
+};
+
 enum class Handler { none, no_op, upsert };
 
 const char* name_of(Handler handler) {
@@ -256,15 +282,12 @@ consumer::MessageHandler handler_of(Handler handler) {
   return [](pqxx::transaction_base&, const Delivery&) {};
 }
 
-// One run on a destination of its own; returns messages/s (0 when the
-// workers option is missing from this build).
-double run_once(const ConsumerArgs& a, const std::string& broker_url, brokers::Publisher& publisher,
-                const std::string& destination, Handler handler, int workers) {
-  consumer::InboxConsumerOptions options;
-  if (!set_workers(options, workers)) return 0;
-  fill(a, broker_url, publisher, destination);
+// Reads a.messages from `consumer` (the adapter alone, or through the
+// inbox with `handler`); returns messages/s.
+double consume(const ConsumerArgs& a, std::unique_ptr<brokers::Consumer> consumer, const std::string& destination,
+               Handler handler, const consumer::InboxConsumerOptions& options) {
   reset_consumer_tables(a.database_url);
-  TimedConsumer timed(brokers::open_consumer(broker_url, subscription_of(a, broker_url, destination)), false);
+  TimedConsumer timed(std::move(consumer), false);
   const auto expected = static_cast<uint64_t>(a.messages);
   if (handler == Handler::none) {
     drain_adapter_alone(timed, expected);
@@ -277,6 +300,21 @@ double run_once(const ConsumerArgs& a, const std::string& broker_url, brokers::P
   timed.close();
   if (timed.acked() != expected) spdlog::warn("{}: acked {} of {} messages", destination, timed.acked(), expected);
   return timed.rate();
+}
+
+// One run on a destination of its own; returns messages/s (0 when the
+// workers option is missing from this build). No broker_url: the in-memory
+// broker.
+double run_once(const ConsumerArgs& a, const std::optional<std::string>& broker_url, brokers::Publisher* publisher,
+                const std::string& destination, Handler handler, int workers) {
+  consumer::InboxConsumerOptions options;
+  if (!set_workers(options, workers)) return 0;
+  if (!broker_url)
+    return consume(a, std::make_unique<InMemoryConsumer>(order_events(destination, a.messages, a.keys)), destination,
+                   handler, options);
+  fill(a, *broker_url, *publisher, destination);
+  return consume(a, brokers::open_consumer(*broker_url, subscription_of(a, *broker_url, destination)), destination,
+                 handler, options);
 }
 
 struct Percentiles {
@@ -344,15 +382,16 @@ json latency(const ConsumerArgs& a, const std::string& broker_url, brokers::Publ
              const std::string& destination) {
   declare_destination(a, broker_url, destination);
   reset_consumer_tables(a.database_url);
+  // Warm-up: one message through, so that the subscription is in place
+  // (Kafka: the group joined, partitions assigned) before anything counts.
+  // Published first: NATS creates the stream on the first publish, and the
+  // consumer needs the stream.
+  auto warm_up = order_events(destination, 1, 1);
+  publisher.publish(warm_up, std::chrono::seconds(30));
   TimedConsumer timed(brokers::open_consumer(broker_url, subscription_of(a, broker_url, destination)), true);
   consumer::InboxConsumer inbox_consumer(timed, a.database_url, inbox::Inbox(destination),
                                          example::add_order_to_customer_totals);  // the defaults
   std::jthread consuming([&](std::stop_token stop) { inbox_consumer.run(stop); });
-
-  // Warm-up: one message through, so that the subscription is in place
-  // (Kafka: the group joined, partitions assigned) before anything counts.
-  auto warm_up = order_events(destination, 1, 1);
-  publisher.publish(warm_up, std::chrono::seconds(30));
   for (int i = 0; i < 600 && timed.acked() == 0; ++i) std::this_thread::sleep_for(milliseconds(100));
   if (timed.acked() == 0) throw std::runtime_error(fmt::format("{}: the warm-up message never arrived", destination));
   std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -395,7 +434,7 @@ json latency(const ConsumerArgs& a, const std::string& broker_url, brokers::Publ
 }
 
 std::string run_name(Handler handler, int workers) {
-  if (handler == Handler::none) return "the adapter alone: poll, ack_batch of 100, no database";
+  if (handler == Handler::none) return "the adapter alone (the ceiling): poll, ack_batch of 100, no database";
   return fmt::format("InboxConsumer, {} handler, {} lane{}", handler == Handler::upsert ? "the example's upsert" : "a no-op",
                      workers, workers == 1 ? "" : "s");
 }
@@ -430,42 +469,65 @@ CLI::App* add_consumer_command(CLI::App& app, ConsumerArgs& a) {
 
 namespace {
 
-// The ceiling, then the inbox consumer's runs, each on a destination of its
-// own; prints and records each.
-void throughput_runs(const ConsumerArgs& a, const std::string& url, brokers::Publisher& publisher,
-                     const std::string& run_id) {
-  const std::string broker = scheme_of(url);
+// Messages/s of the in-memory runs by (handler, workers): the inbox alone.
+using InboxAlone = std::map<std::pair<std::string, int>, double>;
+
+// With the database and the broker sharing the same cores, their costs per
+// message add up: the consumer cannot beat 1 / (1/ceiling + 1/inbox alone).
+double shared_cpu_bound(double ceiling, double inbox_alone) {
+  return ceiling > 0 && inbox_alone > 0 ? 1.0 / (1.0 / ceiling + 1.0 / inbox_alone) : 0.0;
+}
+
+// On a broker: the ceiling, then the inbox consumer's runs, each on a
+// destination of its own. Without one (nullopt): the inbox consumer on the
+// in-memory broker. Prints and records each; returns the rates.
+InboxAlone throughput_runs(const ConsumerArgs& a, const std::optional<std::string>& url, brokers::Publisher* publisher,
+                           const std::string& run_id, const InboxAlone& inbox_alone) {
+  const std::string broker = url ? scheme_of(*url) : "in-memory";
   int run_number = 0;
   auto best_of = [&](Handler handler, int workers) {
     double best = 0;
     for (int r = 0; r < a.repeat; ++r) {
-      const std::string destination = fmt::format("{}-{}", run_id, ++run_number);
+      const std::string destination = fmt::format("{}-{}-{}", run_id, broker, ++run_number);
       best = std::max(best, run_once(a, url, publisher, destination, handler, workers));
     }
     return best;
   };
-  const double ceiling = best_of(Handler::none, 1);
+  const double ceiling = url ? best_of(Handler::none, 1) : 0.0;
+  InboxAlone rates;
   auto record = [&](Handler handler, int workers, double rate) {
     const std::string mode = name_of(handler);
-    append_json(a.json_path, {{"kind", "consumer"}, {"broker", broker}, {"mode", mode}, {"workers", workers},
-                              {"messages", a.messages}, {"keys", a.keys}, {"repeat", a.repeat}, {"rate", rate},
-                              {"ceiling", ceiling}});
+    rates[{mode, workers}] = rate;
+    json row{{"kind", "consumer"}, {"broker", broker}, {"mode", mode},   {"workers", workers},
+             {"messages", a.messages}, {"keys", a.keys}, {"repeat", a.repeat}, {"rate", rate}};
+    std::string beside, bound;
+    if (url) {
+      row["ceiling"] = ceiling;
+      beside = fmt::format("{:.2f}", rate / ceiling);
+    }
+    if (auto alone = inbox_alone.find({mode, workers}); url && alone != inbox_alone.end()) {
+      row["inbox_alone"] = alone->second;
+      row["shared_cpu_bound"] = shared_cpu_bound(ceiling, alone->second);
+      bound = fmt::format("{:.0f}", row["shared_cpu_bound"].get<double>());
+    }
+    append_json(a.json_path, row);
     const auto target = target_of(broker, mode, rate, ceiling);
-    fmt::print("| {} | {} | {:.0f} | {:.2f} | {} |\n", broker, run_name(handler, workers), rate, rate / ceiling,
+    fmt::print("| {} | {} | {:.0f} | {} | {} | {} |\n", broker, run_name(handler, workers), rate, beside, bound,
                target ? fmt::format("{} {}", target->second, target->first ? "met" : "MISSED") : "");
     std::fflush(stdout);
   };
-  record(Handler::none, 1, ceiling);
+  if (url) record(Handler::none, 1, ceiling);
   for (int workers : a.workers)
     for (Handler handler : {Handler::no_op, Handler::upsert}) {
       const double rate = best_of(handler, workers);
       if (rate == 0 && workers != 1) {
-        fmt::print("| {} | {} | (no InboxConsumerOptions::workers in this build) | | |\n", broker,
+        fmt::print("| {} | {} | (no InboxConsumerOptions::workers in this build) | | | |\n", broker,
                    run_name(handler, workers));
         continue;
       }
       record(handler, workers, rate);
     }
+  return rates;
 }
 
 }  // namespace
@@ -473,14 +535,18 @@ void throughput_runs(const ConsumerArgs& a, const std::string& url, brokers::Pub
 int consumer_bench(const ConsumerArgs& a) {
   const std::string run_id =
       fmt::format("cbench-{}", std::chrono::system_clock::now().time_since_epoch().count());
-  if (a.messages > 0)
+  InboxAlone inbox_alone;
+  if (a.messages > 0) {
     fmt::print("\n{} order events over {} keys per run, best of {}:\n\n"
-               "| broker | run | messages/s | beside the ceiling | target |\n|---|---|---:|---:|---|\n",
+               "| broker | run | messages/s | beside the ceiling | the ceiling and the inbox alone, added | target |\n"
+               "|---|---|---:|---:|---:|---|\n",
                a.messages, a.keys, a.repeat);
+    inbox_alone = throughput_runs(a, std::nullopt, nullptr, run_id, {});
+  }
   std::vector<json> latencies;
   for (const auto& url : a.broker_urls) {
     std::shared_ptr<brokers::Publisher> publisher = brokers::open_publisher(url, {});
-    if (a.messages > 0) throughput_runs(a, url, *publisher, run_id);
+    if (a.messages > 0) throughput_runs(a, url, publisher.get(), run_id, inbox_alone);
     if (a.latency_rate > 0) {
       json point = latency(a, url, *publisher, run_id + "-latency");
       point["kind"] = "consumer_latency";
@@ -519,7 +585,8 @@ void report_consumer(const std::vector<json>& records, std::ostream& md, const s
   md << fmt::format("### Consumer throughput ({} order events over {} keys per run, each run on a destination of its "
                     "own, best of {})\n\n",
                     first["messages"].get<int>(), first["keys"].get<int>(), first.value("repeat", 1));
-  md << "| broker | run | messages/s | beside the ceiling | target |\n|---|---|---:|---:|---|\n";
+  md << "| broker | run | messages/s | beside the ceiling | bound: the ceiling and the inbox alone, their costs "
+        "added | target |\n|---|---|---:|---:|---:|---|\n";
   // The chart: per broker the ceiling, then no-op and upsert with 1 lane and
   // with the most lanes measured ("?" = not measured).
   int most_lanes = 1;
@@ -534,14 +601,15 @@ void report_consumer(const std::vector<json>& records, std::ostream& md, const s
     std::map<std::pair<std::string, int>, double> rate_of;
     for (const auto& r : runs[b]) {
       const std::string mode = r["mode"];
-      const double rate = r["rate"].get<double>(), ceiling = r["ceiling"].get<double>();
+      const double rate = r["rate"].get<double>(), ceiling = r.value("ceiling", 0.0);
       const int workers = r["workers"].get<int>();
       rate_of[{mode, workers}] = rate;
       const auto target = target_of(b, mode, rate, ceiling);
-      md << fmt::format("| {} | {} | {:.0f} | {} | {} |\n", b,
-                        run_name(mode == "ceiling" ? Handler::none : mode == "no-op" ? Handler::no_op : Handler::upsert,
-                                 workers),
-                        rate, mode == "ceiling" ? std::string("1.00") : fmt::format("{:.2f}", rate / ceiling),
+      const Handler handler = mode == "ceiling" ? Handler::none : mode == "no-op" ? Handler::no_op : Handler::upsert;
+      md << fmt::format("| {} | {} | {:.0f} | {} | {} | {} |\n", b == "in-memory" ? "in-memory broker" : b,
+                        run_name(handler, workers), rate, ceiling > 0 ? fmt::format("{:.2f}", rate / ceiling) : "",
+                        r.contains("shared_cpu_bound") ? fmt::format("{:.0f}", r["shared_cpu_bound"].get<double>())
+                                                       : "",
                         target ? fmt::format("{}: {}", target->second, target->first ? "met" : "**missed**") : "");
     }
     auto column = [&](const std::string& mode, int workers) {
