@@ -223,17 +223,6 @@ void reset_consumer_tables(const std::string& database_url) {
   tx.exec0("TRUNCATE txbox.inbox, customer_totals");
 }
 
-// InboxConsumerOptions::workers (lanes by key hash) comes with issue 9's
-// part 3; a build without it can only measure one lane.
-template <typename Options>
-bool set_workers(Options& options, int workers) {
-  if constexpr (requires { options.workers = workers; }) {
-    options.workers = workers;
-    return true;
-  }
-  return workers == 1;
-}
-
 // Until `timed` has acked `messages` or made no progress for kStallLimit.
 class Progress {
  public:
@@ -302,13 +291,12 @@ double consume(const ConsumerArgs& a, std::unique_ptr<brokers::Consumer> consume
   return timed.rate();
 }
 
-// One run on a destination of its own; returns messages/s (0 when the
-// workers option is missing from this build). No broker_url: the in-memory
-// broker.
+// One run on a destination of its own; returns messages/s. No broker_url:
+// the in-memory broker.
 double run_once(const ConsumerArgs& a, const std::optional<std::string>& broker_url, brokers::Publisher* publisher,
                 const std::string& destination, Handler handler, int workers) {
   consumer::InboxConsumerOptions options;
-  if (!set_workers(options, workers)) return 0;
+  options.workers = workers;
   if (!broker_url)
     return consume(a, std::make_unique<InMemoryConsumer>(order_events(destination, a.messages, a.keys)), destination,
                    handler, options);
@@ -459,6 +447,8 @@ CLI::App* add_consumer_command(CLI::App& app, ConsumerArgs& a) {
   cp->add_option("--keys", a.keys, "distinct message keys (customers; default 1000)");
   cp->add_option("--workers", a.workers, "InboxConsumerOptions::workers of the inbox runs (default 1,4)")
       ->delimiter(',');
+  cp->add_option("--workers-for", a.workers_for,
+                 "SCHEME=N[:N...]: other --workers for one broker (kafka, amqp, nats, redis, in-memory; repeatable)");
   cp->add_option("--repeat", a.repeat, "runs of each kind; the best is reported (default 1)");
   cp->add_option("--latency-rate", a.latency_rate, "messages/s of the latency run (default 1000; 0 = none)");
   cp->add_option("--latency-seconds", a.latency_seconds, "seconds of the latency run (default 20)");
@@ -468,6 +458,22 @@ CLI::App* add_consumer_command(CLI::App& app, ConsumerArgs& a) {
 }
 
 namespace {
+
+// The workers values to measure on `broker`: --workers, or its --workers-for.
+std::vector<int> workers_of(const ConsumerArgs& a, const std::string& broker) {
+  for (const auto& entry : a.workers_for) {
+    const auto eq = entry.find('=');
+    if (eq == std::string::npos || entry.substr(0, eq) != broker) continue;
+    std::vector<int> workers;
+    for (size_t from = eq + 1; from < entry.size();) {
+      const size_t colon = std::min(entry.find(':', from), entry.size());
+      workers.push_back(std::stoi(entry.substr(from, colon - from)));
+      from = colon + 1;
+    }
+    return workers;
+  }
+  return a.workers;
+}
 
 // Messages/s of the in-memory runs by (handler, workers): the inbox alone.
 using InboxAlone = std::map<std::pair<std::string, int>, double>;
@@ -517,15 +523,9 @@ InboxAlone throughput_runs(const ConsumerArgs& a, const std::optional<std::strin
     std::fflush(stdout);
   };
   if (url) record(Handler::none, 1, ceiling);
-  for (int workers : a.workers)
+  for (int workers : workers_of(a, broker))
     for (Handler handler : {Handler::no_op, Handler::upsert}) {
-      const double rate = best_of(handler, workers);
-      if (rate == 0 && workers != 1) {
-        fmt::print("| {} | {} | (no InboxConsumerOptions::workers in this build) | | | |\n", broker,
-                   run_name(handler, workers));
-        continue;
-      }
-      record(handler, workers, rate);
+      record(handler, workers, best_of(handler, workers));
     }
   return rates;
 }

@@ -18,6 +18,9 @@ struct ConsumerArgs {
   std::string json_path;
   int messages = 200000, keys = 1000, repeat = 1;
   std::vector<int> workers{1, 4};  // InboxConsumerOptions::workers of the inbox runs
+  // SCHEME=N[:N...]: other workers values for one broker (kafka, amqp, nats,
+  // redis, in-memory).
+  std::vector<std::string> workers_for;
   int latency_rate = 1000, latency_seconds = 20;
   std::vector<std::string> kafka_properties;  // NAME=VALUE for the Kafka consumers
 };
