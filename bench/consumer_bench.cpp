@@ -449,6 +449,7 @@ CLI::App* add_consumer_command(CLI::App& app, ConsumerArgs& a) {
       ->delimiter(',');
   cp->add_option("--workers-for", a.workers_for,
                  "SCHEME=N[:N...]: other --workers for one broker (kafka, amqp, nats, redis, in-memory; repeatable)");
+  cp->add_option("--messages-for", a.messages_for, "SCHEME=N: other --messages for one broker (repeatable)");
   cp->add_option("--repeat", a.repeat, "runs of each kind; the best is reported (default 1)");
   cp->add_option("--latency-rate", a.latency_rate, "messages/s of the latency run (default 1000; 0 = none)");
   cp->add_option("--latency-seconds", a.latency_seconds, "seconds of the latency run (default 20)");
@@ -459,20 +460,25 @@ CLI::App* add_consumer_command(CLI::App& app, ConsumerArgs& a) {
 
 namespace {
 
+// The value for `broker` in SCHEME=VALUE entries (--workers-for, --messages-for).
+std::optional<std::string> value_for(const std::vector<std::string>& entries, const std::string& broker) {
+  for (const auto& entry : entries)
+    if (const auto eq = entry.find('='); eq != std::string::npos && entry.substr(0, eq) == broker)
+      return entry.substr(eq + 1);
+  return std::nullopt;
+}
+
 // The workers values to measure on `broker`: --workers, or its --workers-for.
 std::vector<int> workers_of(const ConsumerArgs& a, const std::string& broker) {
-  for (const auto& entry : a.workers_for) {
-    const auto eq = entry.find('=');
-    if (eq == std::string::npos || entry.substr(0, eq) != broker) continue;
-    std::vector<int> workers;
-    for (size_t from = eq + 1; from < entry.size();) {
-      const size_t colon = std::min(entry.find(':', from), entry.size());
-      workers.push_back(std::stoi(entry.substr(from, colon - from)));
-      from = colon + 1;
-    }
-    return workers;
+  const auto list = value_for(a.workers_for, broker);
+  if (!list) return a.workers;
+  std::vector<int> workers;
+  for (size_t from = 0; from < list->size();) {
+    const size_t colon = std::min(list->find(':', from), list->size());
+    workers.push_back(std::stoi(list->substr(from, colon - from)));
+    from = colon + 1;
   }
-  return a.workers;
+  return workers;
 }
 
 // Messages/s of the in-memory runs by (handler, workers): the inbox alone.
@@ -546,7 +552,9 @@ int consumer_bench(const ConsumerArgs& a) {
   std::vector<json> latencies;
   for (const auto& url : a.broker_urls) {
     std::shared_ptr<brokers::Publisher> publisher = brokers::open_publisher(url, {});
-    if (a.messages > 0) throughput_runs(a, url, publisher.get(), run_id, inbox_alone);
+    ConsumerArgs for_broker = a;
+    if (const auto messages = value_for(a.messages_for, scheme_of(url))) for_broker.messages = std::stoi(*messages);
+    if (a.messages > 0) throughput_runs(for_broker, url, publisher.get(), run_id, inbox_alone);
     if (a.latency_rate > 0) {
       json point = latency(a, url, *publisher, run_id + "-latency");
       point["kind"] = "consumer_latency";
@@ -582,11 +590,11 @@ void report_consumer(const std::vector<json>& records, std::ostream& md, const s
   }
   if (brokers.empty()) return;
   const json& first = runs[brokers.front()].front();
-  md << fmt::format("### Consumer throughput ({} order events over {} keys per run, each run on a destination of its "
-                    "own, best of {})\n\n",
-                    first["messages"].get<int>(), first["keys"].get<int>(), first.value("repeat", 1));
-  md << "| broker | run | messages/s | beside the ceiling | bound: the ceiling and the inbox alone, their costs "
-        "added | target |\n|---|---|---:|---:|---:|---|\n";
+  md << fmt::format("### Consumer throughput (order events over {} keys, each run on a destination of its own, "
+                    "best of {})\n\n",
+                    first["keys"].get<int>(), first.value("repeat", 1));
+  md << "| broker | run | messages | messages/s | beside the ceiling | bound: the ceiling and the inbox alone, "
+        "their costs added | target |\n|---|---|---:|---:|---:|---:|---|\n";
   // The chart: per broker the ceiling, then no-op and upsert with 1 lane and
   // with the most lanes measured ("?" = not measured).
   int most_lanes = 1;
@@ -606,8 +614,8 @@ void report_consumer(const std::vector<json>& records, std::ostream& md, const s
       rate_of[{mode, workers}] = rate;
       const auto target = target_of(b, mode, rate, ceiling);
       const Handler handler = mode == "ceiling" ? Handler::none : mode == "no-op" ? Handler::no_op : Handler::upsert;
-      md << fmt::format("| {} | {} | {:.0f} | {} | {} | {} |\n", b == "in-memory" ? "in-memory broker" : b,
-                        run_name(handler, workers), rate, ceiling > 0 ? fmt::format("{:.2f}", rate / ceiling) : "",
+      md << fmt::format("| {} | {} | {} | {:.0f} | {} | {} | {} |\n", b == "in-memory" ? "in-memory broker" : b,
+                        run_name(handler, workers), r["messages"].get<int>(), rate, ceiling > 0 ? fmt::format("{:.2f}", rate / ceiling) : "",
                         r.contains("shared_cpu_bound") ? fmt::format("{:.0f}", r["shared_cpu_bound"].get<double>())
                                                        : "",
                         target ? fmt::format("{}: {}", target->second, target->first ? "met" : "**missed**") : "");

@@ -21,6 +21,8 @@ struct ConsumerArgs {
   // SCHEME=N[:N...]: other workers values for one broker (kafka, amqp, nats,
   // redis, in-memory).
   std::vector<std::string> workers_for;
+  // SCHEME=N: other --messages for one broker.
+  std::vector<std::string> messages_for;
   int latency_rate = 1000, latency_seconds = 20;
   std::vector<std::string> kafka_properties;  // NAME=VALUE for the Kafka consumers
 };
