@@ -29,3 +29,14 @@ set yrange [0:*]
 set key outside bottom center horizontal
 plot dir."/throughput.dat" using 2:xtic(1) title "relay", \
      "" using 3 title "reference: the raw SQL limit (null, kafka, redis); the adapter alone (amqp, nats)"
+
+# The consumer (txbox-bench consumer), when the run measured it.
+if (system("test -s '".dir."/consumer.dat' && echo yes") eq "yes") {
+  set output dir."/consumer.png"
+  set title "txbox consumer: messages/s per broker beside the adapter alone (same run; log scale)"
+  set logscale y
+  set yrange [1000:*]
+  set datafile missing "?"
+  set key autotitle columnheader
+  plot dir."/consumer.dat" using 2:xtic(1), "" using 3, "" using 4, "" using 5, "" using 6
+}

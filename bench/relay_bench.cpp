@@ -8,6 +8,7 @@
 //                           with no database (the broker's own ceiling).
 //   txbox-bench latency     writers commit single-row transactions at fixed
 //                           rates; commit -> broker confirmation per message.
+//   txbox-bench consumer    the consumer side (bench/consumer_bench.cpp).
 //
 // Each run appends one JSON object per line to --json and prints a Markdown
 // table. bench/run.sh runs everything and draws the charts.
@@ -18,14 +19,14 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <deque>
 #include <fstream>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 #include <thread>
 #include <unordered_map>
 
+#include "bench_common.hpp"
+#include "consumer_bench.hpp"
 #include "txbox/brokers/url.hpp"
 #include "txbox/registry/registry.hpp"
 #include "txbox/outbox/outbox.hpp"
@@ -34,16 +35,11 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using namespace txbox::bench;
 using txbox::brokers::Message;
 using txbox::brokers::PendingPublish;
 using txbox::brokers::Publisher;
 using txbox::brokers::PublishResult;
-using nlohmann::json;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // Confirms everything at once: the relay's own cost.
 struct NullPublisher : Publisher {
@@ -202,39 +198,11 @@ double publish_ceiling(Publisher& publisher, const std::string& topic, int messa
     all.push_back({txbox::outbox::new_message_id(), topic, fmt::format("key-{}", i % keys),
                    std::string(static_cast<size_t>(payload_bytes), 'x'),
                    {{"content-type", "application/octet-stream"}}});
-  std::atomic<size_t> next{0};
-  std::atomic<long> confirmed{0};
   auto start = Clock::now();
-  {
-    std::vector<std::jthread> threads;
-    for (int c = 0; c < connections; ++c)
-      threads.emplace_back([&] {
-        std::deque<std::unique_ptr<PendingPublish>> pending;
-        for (;;) {
-          const size_t from = next.fetch_add(static_cast<size_t>(batch_size));
-          if (from < all.size()) {
-            const size_t n = std::min(static_cast<size_t>(batch_size), all.size() - from);
-            pending.push_back(publisher.start(std::span<const Message>(all.data() + from, n)));
-          }
-          if (pending.empty()) break;
-          if (from < all.size() && static_cast<int>(pending.size()) < in_flight) continue;
-          for (const auto& r : pending.front()->wait(Clock::now() + std::chrono::seconds(60)))
-            confirmed += r.confirmed;
-          pending.pop_front();
-        }
-      });
-  }
-  if (confirmed.load() != messages) spdlog::warn("ceiling: {} of {} confirmed", confirmed.load(), messages);
-  return static_cast<double>(confirmed.load()) / seconds_since(start);
+  const long confirmed = publish_all(publisher, all, connections, batch_size, in_flight);
+  if (confirmed != messages) spdlog::warn("ceiling: {} of {} confirmed", confirmed, messages);
+  return static_cast<double>(confirmed) / seconds_since(start);
 }
-
-void append_json(const std::string& path, const json& record) {
-  if (path.empty()) return;
-  std::ofstream out(path, std::ios::app);
-  out << record.dump() << '\n';
-}
-
-std::string scheme_of(const std::string& url) { return url.substr(0, url.find(':')); }
 
 struct ThroughputArgs {
   std::string database_url;
@@ -338,12 +306,6 @@ struct LatencyArgs {
   int seconds = 20;
 };
 
-double percentile(std::vector<double>& sorted, double p) {
-  if (sorted.empty()) return 0;
-  const size_t i = std::min(sorted.size() - 1, static_cast<size_t>(p * static_cast<double>(sorted.size())));
-  return sorted[i];
-}
-
 int latency(const LatencyArgs& a) {
   const std::string topic = fmt::format("latency-{}", std::chrono::system_clock::now().time_since_epoch().count());
   reset_outbox(a.database_url);
@@ -444,8 +406,9 @@ int latency(const LatencyArgs& a) {
 }
 
 // Turns the JSON lines of a run into the tables of the README and the data
-// files of the charts (bench/charts.gp).
-int report(const std::string& json_path, const std::string& out_dir) {
+// files of the charts (bench/charts.gp): the relay's in summary.md, the
+// consumer's in consumer.md (only those with consumer_only).
+int report(const std::string& json_path, const std::string& out_dir, bool consumer_only) {
   std::ifstream in(json_path);
   if (!in) {
     fmt::print(stderr, "txbox-bench: error: cannot read {}\n", json_path);
@@ -454,6 +417,14 @@ int report(const std::string& json_path, const std::string& out_dir) {
   std::vector<json> records;
   for (std::string line; std::getline(in, line);)
     if (!line.empty()) records.push_back(json::parse(line));
+  {
+    std::ofstream consumer_md(out_dir + "/consumer.md");
+    report_consumer(records, consumer_md, out_dir);
+  }
+  if (consumer_only) {
+    fmt::print("wrote {0}/consumer.md, {0}/consumer.dat\n", out_dir);
+    return 0;
+  }
   std::ofstream md(out_dir + "/summary.md");
   std::ofstream latency_dat(out_dir + "/latency.dat");
   std::ofstream throughput_dat(out_dir + "/throughput.dat");
@@ -531,14 +502,15 @@ int report(const std::string& json_path, const std::string& out_dir) {
       md << "\n" << r["markdown"].get<std::string>() << "\n";
     }
   }
-  fmt::print("wrote {0}/summary.md, {0}/latency.dat, {0}/throughput.dat\n", out_dir);
+  fmt::print("wrote {0}/summary.md, {0}/consumer.md, {0}/latency.dat, {0}/throughput.dat, {0}/consumer.dat\n", out_dir);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"txbox relay benchmarks: throughput beside the raw SQL limit and broker ceilings, and latency"};
+  CLI::App app{"txbox benchmarks: relay throughput beside the raw SQL limit and broker ceilings, latency, and "
+               "the consumer beside the brokers' consume ceilings"};
   app.require_subcommand(1);
   ThroughputArgs t;
   auto* tp = app.add_subcommand("throughput", "fill the outbox and drain it with the relay, per broker");
@@ -563,20 +535,25 @@ int main(int argc, char** argv) {
   lp->add_option("--clients", l.clients, "writer connections (default 4)");
   lp->add_option("--seconds", l.seconds, "seconds per rate (default 20)");
   lp->add_option("--json", l.json_path, "append the results as one JSON line to this file");
+  ConsumerArgs c;
+  auto* cp = add_consumer_command(app, c);
   std::string report_json, report_dir;
+  bool report_consumer_only = false;
   auto* rp = app.add_subcommand("report", "tables (Markdown) and chart data from the JSON lines of a run");
   rp->add_option("--json", report_json, "the JSON lines file")->required();
-  rp->add_option("--out", report_dir, "directory for summary.md, latency.dat, throughput.dat")->required();
+  rp->add_option("--out", report_dir, "directory for summary.md, consumer.md and the charts' .dat files")->required();
+  rp->add_flag("--consumer-only", report_consumer_only, "only consumer.md and consumer.dat");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
-  if (rp->parsed()) return report(report_json, report_dir);
+  if (rp->parsed()) return report(report_json, report_dir, report_consumer_only);
   try {
-    const std::string& url = tp->parsed() ? t.database_url : l.database_url;
+    const std::string& url = tp->parsed() ? t.database_url : cp->parsed() ? c.database_url : l.database_url;
     {
       pqxx::connection conn(url);
       txbox::outbox::migrate(conn);
     }
     if (tp->parsed()) return throughput(t);
+    if (cp->parsed()) return consumer_bench(c);
     return latency(l);
   } catch (const std::exception& e) {
     fmt::print(stderr, "txbox-bench: error: {}\n", e.what());

@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# Every relay benchmark against throwaway servers on loopback (a benchmark,
-# not a test): throughput per broker beside its reference, latency at fixed
-# writer rates, an idle relay's cost, memory, and what the outbox costs a
-# writer (pgbench). Writes bench/results/results.jsonl, summary.md and the
-# charts latency.png and throughput.png.
-#   bench/run.sh [--quick]     (--quick: smaller runs, to try the script)
+# Every benchmark against throwaway servers on loopback (a benchmark, not a
+# test): relay throughput per broker beside its reference, latency at fixed
+# writer rates, an idle relay's cost, memory, what the outbox costs a writer
+# (pgbench), and the consumer per broker beside the broker's consume ceiling.
+# Writes bench/results/results.jsonl, summary.md, consumer.md and the charts
+# latency.png, throughput.png and consumer.png.
+#   bench/run.sh [--quick] [--consumer-only]
+#     --quick          smaller runs, to try the script
+#     --consumer-only  only the consumer benchmarks: their rows of
+#                      results.jsonl, consumer.md and consumer.png are
+#                      replaced, the relay's results kept
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=../scripts/lib.sh
 source "$root/scripts/lib.sh"
 build=${TXBOX_BUILD_DIR:-$root/build}
 quick=false
-[ "${1:-}" = --quick ] && quick=true
+consumer_only=false
+for arg in "$@"; do
+  case $arg in
+    --quick) quick=true ;;
+    --consumer-only) consumer_only=true ;;
+    *) echo "usage: bench/run.sh [--quick] [--consumer-only]" >&2; exit 2 ;;
+  esac
+done
 "$root/scripts/install-deps.sh"
 command -v gnuplot >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo;
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; }
@@ -30,10 +42,10 @@ out=$root/bench/results
 mkdir -p "$out"
 json=$out/results.jsonl
 extra=$out/extra.md
-: >"$json"
-: >"$extra"
 messages=200000
 $quick && messages=20000
+seconds=20
+$quick && seconds=5
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; PostgreSQL 15, the brokers and the relay share it" | tee "$out/machine.txt"
 kafka="kafka://$TXBOX_TEST_KAFKA_BOOTSTRAP"
 # Destinations must exist where the broker does not create them: NATS creates
@@ -42,6 +54,50 @@ kafka="kafka://$TXBOX_TEST_KAFKA_BOOTSTRAP"
 queue=bench-$$
 amqp-declare-queue --url="${TXBOX_TEST_RABBITMQ_URL%/}" -q "$queue" -d >/dev/null
 sql() { psql -qAtX "$db" -c "$1"; }
+
+# Each run reads a destination of its own, filled beforehand by the adapter's
+# publisher, so the relay's runs above leave nothing it depends on. The Kafka
+# mock cluster answers a fetch that finds nothing only after
+# fetch.wait.max.ms (default 500 ms), where a real broker answers as soon as
+# a message arrives: 10 ms keeps the mock's wait out of the latencies (a
+# backlog's fetches find data and are answered at once either way). NATS
+# runs one lane only: with 4 lanes and the upsert handler, cnats 3.4.1's
+# natsSubscription_Fetch writes past its message array (valgrind: invalid
+# write in _fetch, then "double free or corruption"), see the README. The
+# Kafka mock keeps 5 MB a partition (older message sets are dropped), so a
+# Kafka run reads 100,000 messages (about 4 MB a partition), not 200,000.
+# Redis rewrites its append-only file each time it doubles; with a 200,000-entry
+# stream per run the rewrites (a fork writing the whole data set) land on
+# whichever run is going on. They are off for the consumer runs, so that the
+# runs compare the consumer and not the rewrite schedule.
+redis_aof_rewrites() { redis-cli -u "$TXBOX_TEST_REDIS_URL" CONFIG SET auto-aof-rewrite-percentage "$1" >/dev/null; }
+consumer_bench() {
+  redis_aof_rewrites 0
+  echo "== consumer: $messages order events over 1,000 keys per run and broker; the adapter alone, the inbox"
+  echo "   consumer (no-op and upsert handlers, 1 and 4 lanes); latency at 1,000 msg/s for $seconds s"
+  "$bench" consumer --database-url "$db" --json "$json" --messages "$messages" --workers 1,4 \
+    --kafka-property fetch.wait.max.ms=10 --workers-for nats=1 --messages-for "kafka=$((messages / 2))" \
+    --latency-rate 1000 --latency-seconds "$seconds" \
+    --broker-url "$kafka" --broker-url "$TXBOX_TEST_RABBITMQ_URL" \
+    --broker-url "$TXBOX_TEST_NATS_URL?create_streams=true" --broker-url "$TXBOX_TEST_REDIS_URL"
+  redis_aof_rewrites 100
+}
+if $consumer_only; then
+  touch "$json"
+  # The relay's rows stay; the consumer's are measured again.
+  grep -v '"kind":"consumer' "$json" >"$dir/relay-rows.jsonl" || true
+  cp "$dir/relay-rows.jsonl" "$json"
+  consumer_bench
+  "$bench" report --json "$json" --out "$out" --consumer-only
+  gnuplot -e "dir='$out'" "$root/bench/charts.gp"
+  echo
+  cat "$out/machine.txt" "$out/consumer.md"
+  echo
+  echo "chart: $out/consumer.png"
+  exit 0
+fi
+: >"$json"
+: >"$extra"
 
 echo "== throughput, $messages messages over 1,000 keys, every broker"
 repeat=3
@@ -63,9 +119,9 @@ kafka_run "10,000 keys" --messages "$messages" --keys 10000
 kafka_run "1 hot key" --messages "$messages" --keys 1
 $quick || kafka_run "2,000,000-row backlog" --messages 2000000
 echo "== latency, commit -> Kafka confirmation"
-seconds=20
-$quick && seconds=5
 "$bench" latency --database-url "$db" --broker-url "$kafka" --rates 100,1000,5000 --seconds "$seconds" --json "$json"
+
+consumer_bench
 
 # Peak resident memory (VmHWM, KiB) of a process until it exits.
 peak_rss() {
@@ -193,6 +249,6 @@ cat "$extra" >>"$out/summary.md"
 rm -f "$extra"
 gnuplot -e "dir='$out'" "$root/bench/charts.gp"
 echo
-cat "$out/machine.txt" "$out/summary.md"
+cat "$out/machine.txt" "$out/summary.md" "$out/consumer.md"
 echo
-echo "charts: $out/latency.png $out/throughput.png"
+echo "charts: $out/latency.png $out/throughput.png $out/consumer.png"

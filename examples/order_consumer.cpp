@@ -5,17 +5,12 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
-#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "example_args.hpp"
+#include "order_totals.hpp"
 #include "txbox/consumer/inbox_consumer.hpp"
 #include "txbox/consumer/subscribe.hpp"
-
-// The consumer's own data: one row per customer, updated by each event.
-constexpr const char* kCustomerTotalsTable =
-    "CREATE TABLE IF NOT EXISTS customer_totals (customer text PRIMARY KEY, orders bigint NOT NULL, "
-    "amount_cents bigint NOT NULL)";
 
 int main(int argc, char** argv) {
   std::string database_url, broker_url, topic = "orders", group = "billing";
@@ -37,18 +32,10 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
-    example::create_table(database_url, kCustomerTotalsTable);
+    example::create_table(database_url, example::kCustomerTotalsTable);
     auto consumer = txbox::consumer::subscribe(broker_url, {topic, group});
-    txbox::consumer::InboxConsumer inbox_consumer(
-        *consumer, database_url, txbox::inbox::Inbox(group),
-        [](pqxx::transaction_base& tx, const txbox::brokers::Delivery& delivery) {
-          auto event = nlohmann::json::parse(delivery.message.payload);
-          tx.exec0(fmt::format(
-              "INSERT INTO customer_totals VALUES ({0}, 1, {1}) ON CONFLICT (customer) DO UPDATE SET "
-              "orders = customer_totals.orders + 1, amount_cents = customer_totals.amount_cents + {1}",
-              tx.quote(event.at("customer").get<std::string>()), event.at("amount_cents").get<long long>()));
-        },
-        options);
+    txbox::consumer::InboxConsumer inbox_consumer(*consumer, database_url, txbox::inbox::Inbox(group),
+                                                  example::add_order_to_customer_totals, options);
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
     auto stats = inbox_consumer.run({}, [&](const txbox::consumer::ConsumeStats& s) {
       return (expect > 0 && s.processed >= static_cast<uint64_t>(expect)) ||

@@ -318,6 +318,35 @@ TEST_CASE("consumer: fields, delivery attempt 1, ack removes the entry from the 
   CHECK_FALSE(again->poll(300ms));
 }
 
+TEST_CASE("a zero-timeout poll after a read that drained the stream answers from that read, once", "[redis]") {
+  auto stream = test::unique_name("drained");
+  auto group = test::unique_name("g");
+  auto c = rt::consumer(test::redis_url(), rt::consumer_options(stream, group, "c1"));
+  auto publisher = rt::publisher(test::redis_url());
+  auto first = make_messages(stream, 2, "first");
+  require_confirmed(publisher->publish(first, 10s));
+  REQUIRE(c->poll(5s));  // one read took both: fewer than `count`, the stream is drained
+  // Published after that read: the next zero-timeout poll does not ask (the
+  // inbox consumer's batch closes there), the one after it does.
+  auto later = make_messages(stream, 1, "later");
+  require_confirmed(publisher->publish(later, 10s));
+  auto second = c->poll(0ms);
+  REQUIRE(second);
+  CHECK(second->message.message_id == first[1].message_id);
+  CHECK_FALSE(c->poll(0ms));
+  auto third = c->poll(0ms);
+  REQUIRE(third);
+  CHECK(third->message.message_id == later[0].message_id);
+  // A full read (`count` entries) says nothing about what came after it.
+  auto options = rt::consumer_options(stream + "-full", group, "c1");
+  options.count = 2;
+  auto full = rt::consumer(test::redis_url(), options);
+  require_confirmed(publisher->publish(make_messages(stream + "-full", 3, "full"), 10s));
+  REQUIRE(full->poll(5s));
+  REQUIRE(full->poll(0ms));
+  CHECK(full->poll(0ms));
+}
+
 TEST_CASE("a consumer that dies without ack: another one takes the entry over after claim_idle", "[redis]") {
   auto stream = test::unique_name("claim");
   auto group = test::unique_name("g");

@@ -131,6 +131,18 @@ class RedisConsumer final : public brokers::Consumer {
     const auto deadline = Clock::now() + timeout;
     if (!buffer_.empty()) return take();
     if (closed_) return std::nullopt;
+    // A zero-timeout poll just after the entries of a read that found the
+    // stream drained: that read is the answer (nothing more was ready), and
+    // asking again costs a round trip (an fsync under appendfsync always:
+    // the read moves entries into the group's pending list) during which,
+    // under a steady trickle, the next entry arrives. A caller collecting
+    // "what is ready" (the inbox consumer's batch) would otherwise go on
+    // collecting one entry per round trip while the first one waits. Once
+    // only: the next poll asks the server.
+    if (timeout <= milliseconds(0) && stream_drained_) {
+      stream_drained_ = false;
+      return std::nullopt;
+    }
     if (!context_) {
       if (Clock::now() < next_connect_) {
         std::this_thread::sleep_until(std::min(deadline, next_connect_));
@@ -269,6 +281,7 @@ class RedisConsumer final : public brokers::Consumer {
     connect_delay_ = milliseconds(100);
     // Everything this consumer had been given is still pending: read it again.
     buffer_.clear();
+    stream_drained_ = false;
     read_own_pending_ = true;
     pending_cursor_.assign(1, '0');  // (not = "0": GCC 12 -Wrestrict false positive)
     if (down_) {
@@ -376,8 +389,11 @@ class RedisConsumer final : public brokers::Consumer {
     if (block >= milliseconds(1)) argv.insert(argv.end(), {"BLOCK", std::to_string(block.count())});
     argv.insert(argv.end(), {"STREAMS", options_.stream, ">"});
     auto reply = checked(argv, block + kCommandTimeout);
+    stream_drained_ = false;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0 || reply->element[0]->elements < 2) return;
-    for (const auto& entry : parse_entries(reply->element[0]->element[1])) queue(entry, 1);
+    const auto entries = parse_entries(reply->element[0]->element[1]);
+    stream_drained_ = !entries.empty() && entries.size() < static_cast<size_t>(options_.count);
+    for (const auto& entry : entries) queue(entry, 1);
   }
 
   // XADD to the dead-letter stream and XACK, atomically (MULTI/EXEC). The
@@ -423,6 +439,9 @@ class RedisConsumer final : public brokers::Consumer {
   Clock::time_point next_connect_{}, next_claim_{};
   milliseconds connect_delay_{100};
   bool read_own_pending_ = true;
+  // The last XREADGROUP of new entries returned some, but fewer than
+  // `count`: the stream had nothing more at that moment (see poll()).
+  bool stream_drained_ = false;
   std::string pending_cursor_ = "0";
   std::string claim_cursor_ = "0-0";
   std::deque<brokers::Delivery> buffer_;
