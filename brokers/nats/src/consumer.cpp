@@ -31,6 +31,8 @@ namespace wire = brokers::wire;
 // Unsettled messages kept for ack(); beyond this the oldest are dropped (the
 // server redelivers them after AckWait anyway).
 constexpr std::size_t kMaxUnsettled = 100'000;
+// Polls shorter than this fetch without waiting (see fetch()).
+constexpr std::chrono::milliseconds kShortestFetchWait{100};
 
 std::string header(natsMsg* msg, const char* name) {
   const char* value = nullptr;
@@ -322,8 +324,23 @@ class NatsConsumer final : public brokers::Consumer {
     natsMsgList list{};
     jsErrCode code{};
     const auto started = Clock::now();
-    const natsStatus s = natsSubscription_Fetch(&list, sub_.get(), options_.batch,
-                                                std::max<int64_t>(timeout.count(), 1), &code);
+    natsStatus s;
+    if (timeout < kShortestFetchWait) {
+      // A pull request the server still holds after the client stopped
+      // waiting delivers late, into the next Fetch, and cnats 3.4.1 can then
+      // write past its batch array (heap corruption, seen with 5 ms polls):
+      // so a short poll asks for what is there now and leaves no request
+      // behind.
+      jsFetchRequest request;
+      jsFetchRequest_Init(&request);
+      request.Batch = options_.batch;
+      request.NoWait = true;
+      request.Expires = std::chrono::duration_cast<std::chrono::nanoseconds>(kShortestFetchWait).count();
+      s = natsSubscription_FetchRequest(&list, sub_.get(), &request);
+      if (s == NATS_NOT_FOUND) s = NATS_TIMEOUT;  // nothing there now
+    } else {
+      s = natsSubscription_Fetch(&list, sub_.get(), options_.batch, timeout.count(), &code);
+    }
     if (s == NATS_OK) {
       for (int i = 0; i < list.Count; ++i) {
         buffer_.emplace_back(list.Msgs[i]);
@@ -337,7 +354,12 @@ class NatsConsumer final : public brokers::Consumer {
       return;
     }
     natsMsgList_Destroy(&list);
-    if (s == NATS_TIMEOUT) return;
+    if (s == NATS_TIMEOUT) {
+      // Do not spin on a short poll: wait out what is left of it.
+      const auto left = timeout - (Clock::now() - started);
+      if (left > Clock::duration::zero()) std::this_thread::sleep_for(left);
+      return;
+    }
     if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED) {
       throw BrokerError(ErrorKind::unavailable,
                         fmt::format("NATS pull subscription on '{}' is no longer usable: {}; "
