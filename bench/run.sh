@@ -60,10 +60,7 @@ sql() { psql -qAtX "$db" -c "$1"; }
 # mock cluster answers a fetch that finds nothing only after
 # fetch.wait.max.ms (default 500 ms), where a real broker answers as soon as
 # a message arrives: 10 ms keeps the mock's wait out of the latencies (a
-# backlog's fetches find data and are answered at once either way). NATS
-# runs one lane only: with 4 lanes and the upsert handler, cnats 3.4.1's
-# natsSubscription_Fetch writes past its message array (valgrind: invalid
-# write in _fetch, then "double free or corruption"), see the README. The
+# backlog's fetches find data and are answered at once either way). The
 # Kafka mock keeps 5 MB a partition (older message sets are dropped), so a
 # Kafka run reads 100,000 messages (about 4 MB a partition), not 200,000.
 # Redis rewrites its append-only file each time it doubles; with a 200,000-entry
@@ -76,7 +73,7 @@ consumer_bench() {
   echo "== consumer: $messages order events over 1,000 keys per run and broker; the adapter alone, the inbox"
   echo "   consumer (no-op and upsert handlers, 1 and 4 lanes); latency at 1,000 msg/s for $seconds s"
   "$bench" consumer --database-url "$db" --json "$json" --messages "$messages" --workers 1,4 \
-    --kafka-property fetch.wait.max.ms=10 --workers-for nats=1 --messages-for "kafka=$((messages / 2))" \
+    --kafka-property fetch.wait.max.ms=10 --messages-for "kafka=$((messages / 2))" \
     --latency-rate 1000 --latency-seconds "$seconds" \
     --broker-url "$kafka" --broker-url "$TXBOX_TEST_RABBITMQ_URL" \
     --broker-url "$TXBOX_TEST_NATS_URL?create_streams=true" --broker-url "$TXBOX_TEST_REDIS_URL"

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "rabbitmq_node.hpp"
+#include "txbox/registry/registry.hpp"
 
 namespace test = txbox::test;
 namespace brokers = txbox::brokers;
@@ -191,6 +192,24 @@ TEST_CASE("rabbitmq: ack_batch acks a run from the oldest unacked delivery with 
   CHECK_FALSE(second->poll(500ms));
   second->ack_batch(again);
   second->close();
+}
+
+TEST_CASE("rabbitmq: the registry's consumer takes prefetch=N and names a bad or unknown property", "[rabbitmq]") {
+  const auto queue = test::unique_name("q");
+  auto consumer = txbox::brokers::open_consumer(test::rabbitmq_url(), {.source = queue, .group = "g",
+                                                                      .properties = {{"prefetch", "800"}}});
+  CHECK_FALSE(consumer->poll(100ms));
+  consumer->close();
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"prefetch", "0"}, {"prefetch", "70000"}, {"prefetch", "8x"}, {"prefech", "800"}}) {
+    INFO(name << "=" << value);
+    try {
+      txbox::brokers::open_consumer(test::rabbitmq_url(), {.source = queue, .group = "g", .properties = {{name, value}}});
+      FAIL("accepted");
+    } catch (const txbox::ConfigError& e) {
+      CHECK_THAT(e.what(), Catch::Matchers::Contains(name));
+    }
+  }
 }
 
 namespace {

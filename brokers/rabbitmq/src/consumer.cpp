@@ -75,7 +75,7 @@ class RabbitConsumer final : public brokers::Consumer {
       throw txbox::UsageError("rabbitmq::ConsumerOptions::queue is empty: name the queue to consume");
     }
     if (options_.prefetch == 0) {
-      throw txbox::UsageError("rabbitmq::ConsumerOptions::prefetch is 0: use at least 1 (default 100)");
+      throw txbox::UsageError("rabbitmq::ConsumerOptions::prefetch is 0: use at least 1 (default 300)");
     }
     if (options_.dead_letter_exchange.empty()) options_.dead_letter_exchange = options_.queue + ".dlx";
     if (options_.dead_letter_queue.empty()) options_.dead_letter_queue = options_.queue + ".dlq";
@@ -432,9 +432,26 @@ std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url, 
 // The factory the broker registry calls (brokers::open_consumer).
 std::unique_ptr<brokers::Consumer> make_consumer(const brokers::BrokerUrl& url,
                                                  const brokers::Subscription& subscription) {
-  brokers::require_no_properties("the RabbitMQ consumer", subscription.properties);
   // The queue, with its dead-letter exchange and queue, declared if missing.
-  return make_consumer(url, ConsumerOptions{.queue = subscription.source});
+  ConsumerOptions options{.queue = subscription.source};
+  for (const auto& [name, value] : subscription.properties) {
+    if (name != "prefetch")
+      throw txbox::ConfigError("the RabbitMQ consumer has no property '" + name + "'",
+                               "it takes prefetch=N (unacked deliveries the broker sends ahead, default " +
+                                   std::to_string(options.prefetch) + ")");
+    unsigned long prefetch = 0;
+    size_t used = 0;
+    try {
+      prefetch = std::stoul(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != value.size() || prefetch < 1 || prefetch > 65535)
+      throw txbox::ConfigError("the RabbitMQ consumer property prefetch='" + value + "' is not a number from 1 to 65535",
+                               "give the deliveries the broker may send ahead of the acks, e.g. prefetch=800");
+    options.prefetch = static_cast<uint16_t>(prefetch);
+  }
+  return make_consumer(url, options);
 }
 
 }  // namespace txbox::rabbitmq
