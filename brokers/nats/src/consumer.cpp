@@ -335,7 +335,6 @@ class NatsConsumer final : public brokers::Consumer {
       jsFetchRequest_Init(&request);
       request.Batch = options_.batch;
       request.NoWait = true;
-      request.Expires = std::chrono::duration_cast<std::chrono::nanoseconds>(kShortestFetchWait).count();
       s = natsSubscription_FetchRequest(&list, sub_.get(), &request);
       if (s == NATS_NOT_FOUND) s = NATS_TIMEOUT;  // nothing there now
     } else {
