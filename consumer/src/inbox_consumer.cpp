@@ -39,24 +39,22 @@ class InboxConsumer::DirectSettlement : public detail::Settlement {
 
 InboxConsumer::InboxConsumer(brokers::Consumer& consumer, std::string database_url, inbox::Inbox inbox,
                              MessageHandler handler, InboxConsumerOptions options)
+    : InboxConsumer(consumer, std::move(database_url), std::move(inbox), std::move(handler), {}, std::move(options)) {}
+
+InboxConsumer::InboxConsumer(brokers::Consumer& consumer, std::string database_url, inbox::Inbox inbox,
+                             BatchHandler handler, InboxConsumerOptions options)
+    : InboxConsumer(consumer, std::move(database_url), std::move(inbox), {}, std::move(handler), std::move(options)) {}
+
+InboxConsumer::InboxConsumer(brokers::Consumer& consumer, std::string database_url, inbox::Inbox inbox,
+                             MessageHandler handler, BatchHandler batch_handler, InboxConsumerOptions options)
     : consumer_(consumer),
       database_url_(std::move(database_url)),
       inbox_(std::move(inbox)),
       handler_(std::move(handler)),
-      options_(options),
+      batch_handler_(std::move(batch_handler)),
+      options_(std::move(options)),
       settlement_(std::make_unique<DirectSettlement>(consumer)),
-      lane_(std::make_unique<detail::Lane>(database_url_, inbox_, detail::Handlers{handler_, {}}, options_,
-                                           *settlement_)) {}
-
-InboxConsumer::InboxConsumer(brokers::Consumer& consumer, std::string database_url, inbox::Inbox inbox,
-                             BatchHandler handler, InboxConsumerOptions options)
-    : consumer_(consumer),
-      database_url_(std::move(database_url)),
-      inbox_(std::move(inbox)),
-      batch_handler_(std::move(handler)),
-      options_(options),
-      settlement_(std::make_unique<DirectSettlement>(consumer)),
-      lane_(std::make_unique<detail::Lane>(database_url_, inbox_, detail::Handlers{{}, batch_handler_}, options_,
+      lane_(std::make_unique<detail::Lane>(database_url_, inbox_, detail::Handlers{handler_, batch_handler_}, options_,
                                            *settlement_)) {}
 
 InboxConsumer::~InboxConsumer() = default;

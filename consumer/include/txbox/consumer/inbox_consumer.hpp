@@ -143,6 +143,9 @@ class InboxConsumer {
 
  private:
   class DirectSettlement;
+  // One of the two handlers is set.
+  InboxConsumer(brokers::Consumer& consumer, std::string database_url, inbox::Inbox inbox, MessageHandler handler,
+                BatchHandler batch_handler, InboxConsumerOptions options);
   ConsumeStats run_lanes(std::stop_token stop, const std::function<bool(const ConsumeStats&)>& until);
 
   brokers::Consumer& consumer_;
