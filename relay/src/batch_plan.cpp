@@ -21,13 +21,16 @@ const char* to_string(RowAction action) noexcept {
 }
 
 bool needs_probe(std::span<const brokers::PublishResult> results) {
-  bool failed = false;
+  bool confirmed = false, permanent = false, failed = false;
   for (const auto& r : results) {
-    if (r.confirmed) return false;
-    if (r.error_class == brokers::ErrorClass::permanent) return false;
-    failed = true;
+    if (!r.confirmed && r.error_class == brokers::ErrorClass::transient) return true;
+    confirmed = confirmed || r.confirmed;
+    permanent = permanent || (!r.confirmed && r.error_class == brokers::ErrorClass::permanent);
+    failed = failed || !r.confirmed;
   }
-  return failed;
+  // Only outage-class failures (not handed over): the whole broker may be
+  // down, unless something went through.
+  return failed && !confirmed && !permanent;
 }
 
 namespace {

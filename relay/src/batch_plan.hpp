@@ -65,10 +65,14 @@ struct BatchPlan {
   size_t confirmed_held_back = 0;
 };
 
-// True when the batch might be an outage: nothing confirmed, nothing failed
-// permanently, something failed. Give it the results of the messages that
-// were sent (not of rows refused before sending); the caller then asks the
-// broker (Publisher::probe) and passes `broker_down` to plan_batch.
+// True when the batch might have met an outage: a message failed
+// transiently, or nothing went through and nothing failed permanently. Also when others were confirmed: a broker that stops
+// answering mid-batch confirms the first messages and times out the rest
+// (found by CI). Give it the results of the messages that were sent (not of
+// rows refused before sending); the caller then asks the broker
+// (Publisher::probe, one answer a second for all workers) and passes
+// `broker_down` to plan_batch, which still removes the confirmed rows and
+// dead-letters the permanent failures.
 bool needs_probe(std::span<const brokers::PublishResult> results);
 
 // `results` has one entry per row. `broker_down`: the batch is an outage

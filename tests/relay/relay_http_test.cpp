@@ -70,7 +70,7 @@ struct RunningRelay {
 
 }  // namespace
 
-TEST_CASE("relay --http-listen: /metrics passes promtool and counts the published messages by destination; "
+TEST_CASE("relay --http-listen: /metrics passes promtool and counts the published messages by destination, "
           "/healthz and /readyz answer 200",
           "[relay][http]") {
   auto url = test::create_database("httpmetrics");

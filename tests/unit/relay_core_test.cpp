@@ -157,11 +157,26 @@ TEST_CASE("batch plan: outage-class failures beside confirmations count no attem
   CHECK(actions(plan) == std::vector{RowAction::remove, RowAction::untouched, RowAction::held_back});
 }
 
-TEST_CASE("batch plan: needs_probe only when nothing was confirmed and nothing is permanent", "[unit][plan]") {
+TEST_CASE("batch plan: needs_probe when a message failed transiently, also beside confirmations", "[unit][plan]") {
   CHECK_FALSE(needs_probe(std::vector<PublishResult>{}));
-  CHECK_FALSE(needs_probe(std::vector{ok(), fail(ErrorClass::transient)}));
-  CHECK_FALSE(needs_probe(std::vector{fail(ErrorClass::permanent), fail(ErrorClass::transient)}));
+  CHECK_FALSE(needs_probe(std::vector{ok(), fail(ErrorClass::permanent)}));
+  CHECK_FALSE(needs_probe(std::vector{ok(), fail(ErrorClass::outage)}));
+  // A broker that stops answering mid-batch: the first confirmed, the rest
+  // timed out.
+  CHECK(needs_probe(std::vector{ok(), fail(ErrorClass::transient)}));
+  CHECK(needs_probe(std::vector{fail(ErrorClass::permanent), fail(ErrorClass::transient)}));
   CHECK(needs_probe(std::vector{fail(ErrorClass::transient), fail(ErrorClass::outage)}));
+  CHECK(needs_probe(std::vector{fail(ErrorClass::outage), fail(ErrorClass::outage)}));
+}
+
+TEST_CASE("batch plan: an outage met mid-batch removes the confirmed rows and counts no attempt for the rest",
+          "[unit][plan]") {
+  Rows rows({"a", "b", "c"});
+  std::vector<PublishResult> results{ok(), fail(ErrorClass::transient, "no delivery report"),
+                                     fail(ErrorClass::permanent, "too large")};
+  auto plan = plan_batch(rows.rows, results, retry_options(), kNow, true, one);
+  CHECK(actions(plan) == std::vector{RowAction::remove, RowAction::untouched, RowAction::dead_letter});
+  CHECK(plan.retried == 0);
 }
 
 TEST_CASE("lane balance: one relay takes every lane, evenly", "[unit][lanes]") {
